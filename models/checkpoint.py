@@ -1,0 +1,239 @@
+"""Reading, identifying and writing RIFormer checkpoints.
+
+Files are read with safetensors or `torch.load(weights_only=True)`: nothing in a checkpoint is
+ever executed. Our own files are safetensors with a JSON `config` in the metadata, so a file
+alone is enough to rebuild its model.
+"""
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from .errors import CheckpointError
+from .layouts import to_timm_names, unwrap
+from .riformer import ARCHS, RIFormer, arch_name
+
+FORMAT = 'riformer'
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a RIFormer from a state dict."""
+    depths: Tuple[int, ...]
+    dims: Tuple[int, ...]
+    num_classes: int
+    in_chans: int = 3
+    mlp_ratio: float = 4.
+    head_norm_first: bool = False
+    form: str = 'train'
+
+    @property
+    def arch(self) -> str:
+        return arch_name(self.depths, self.dims) or 'custom'
+
+    def build(self, **kwargs) -> RIFormer:
+        return RIFormer(
+            depths=self.depths, dims=self.dims, num_classes=self.num_classes,
+            in_chans=self.in_chans, mlp_ratio=self.mlp_ratio,
+            head_norm_first=self.head_norm_first, form=self.form, **kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps({'arch': self.arch, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> 'ModelConfig':
+        raw = json.loads(text)
+        raw.pop('arch', None)
+        raw['depths'], raw['dims'] = tuple(raw['depths']), tuple(raw['dims'])
+        return cls(**raw)
+
+
+@dataclass
+class Checkpoint:
+    state_dict: Dict[str, torch.Tensor]       # timm names
+    config: ModelConfig
+    source: str                               # 'riformer' (ours), 'timm', 'sail' or 'mmpretrain'
+    metadata: Dict[str, str]
+    ignored: Tuple[str, ...] = ()
+
+
+def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """(tensors, safetensors metadata) of a .safetensors or torch checkpoint file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'{path}: no such file')
+    if path.is_dir():
+        raise CheckpointError(f'{path}: is a directory; pass the checkpoint file inside it')
+    if path.suffix == '.safetensors':
+        try:
+            with safe_open(str(path), framework='pt') as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f'{path}: not a readable safetensors file ({_first_line(e)})') from None
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f'{path}: refused to unpickle (only plain tensors and containers load safely: '
+            f'{_first_line(e)}); re-save it as a plain state dict') from None
+    except Exception as e:  # torch raises many types for a file that is no checkpoint
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_first_line(e)})') from None
+    try:
+        return unwrap(obj), {}
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """Read any supported RIFormer checkpoint; reject other models with what they look like."""
+    raw, metadata = read_tensors(path)
+    try:
+        converted = to_timm_names(raw)
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    sd = converted.state_dict
+    if metadata.get('format') == FORMAT and 'config' in metadata:
+        config = ModelConfig.from_json(metadata['config'])
+        source = 'riformer'
+    else:
+        form = _form_of(sd, raw, path)
+        config = infer_config(sd, form=form, head_norm_first=converted.head_norm_first, path=path)
+        source = converted.source
+    return Checkpoint(sd, config, source, metadata, tuple(converted.ignored))
+
+
+def _form_of(sd, raw, path) -> str:
+    blocks = [k[:-len('.norm1.weight')] for k in sd if k.endswith('.norm1.weight')]
+    if not blocks:
+        raise CheckpointError(f'{path}: has stages but no blocks with norm1 (keys: {list(sd)[:4]})')
+    has_affine = {b for b in blocks if f'{b}.token_mixer.affine.weight' in sd}
+    if has_affine and len(has_affine) != len(blocks):
+        raise CheckpointError(f'{path}: only {len(has_affine)} of {len(blocks)} blocks have an affine mixer')
+    if has_affine:
+        return 'train'
+    if any('norm_reparam' in k for k in raw):
+        return 'plain'          # mmpretrain deploy
+    if all(f'{b}.norm2.weight' not in sd and f'{b}.layer_scale1.scale' not in sd for b in blocks):
+        return 'deploy'
+    raise CheckpointError(
+        f'{path}: looks like a PoolFormer (blocks without token_mixer.affine weights), not a '
+        f'RIFormer; use it as the teacher or to initialise a student (student.init_from_teacher)')
+
+
+def infer_config(sd, form='train', head_norm_first=False, path='checkpoint') -> ModelConfig:
+    """Architecture and class count from tensor shapes (timm names)."""
+    try:
+        stem = sd['stem.conv.weight']
+        depths, dims = [], []
+        while any(k.startswith(f'stages.{len(depths)}.blocks.') for k in sd):
+            i = len(depths)
+            depths.append(1 + max(int(k.split('.')[3]) for k in sd if k.startswith(f'stages.{i}.blocks.')))
+            dims.append(sd[f'stages.{i}.blocks.0.norm1.weight'].shape[0])
+        hidden = sd['stages.0.blocks.0.mlp.fc1.weight'].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f'{path}: incomplete RIFormer state dict (no {e.args[0]})') from None
+    fc = sd.get('head.fc.weight')
+    return ModelConfig(
+        depths=tuple(depths), dims=tuple(dims), num_classes=0 if fc is None else fc.shape[0],
+        in_chans=stem.shape[1], mlp_ratio=hidden / dims[0], head_norm_first=head_norm_first, form=form)
+
+
+def load_checked(model: nn.Module, state_dict, allow_missing=(), what='checkpoint'):
+    """load_state_dict with errors that name the first offending key and both shapes.
+    `allow_missing` holds substrings of keys that may be absent (e.g. 'token_mixer.affine')."""
+    expected = model.state_dict()
+    for key, want in expected.items():   # model order: the first mismatch is the earliest layer
+        value = state_dict.get(key)
+        if value is not None and tuple(value.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f'shape mismatch: {key} is {list(value.shape)} in the {what}, the model expects '
+                f'{list(want.shape)}; pick the matching architecture')
+    unexpected = [k for k in state_dict if k not in expected]
+    missing = [k for k in expected if k not in state_dict and not any(a in k for a in allow_missing)]
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f'missing {len(missing)} keys (first: {missing[0]})')
+        if unexpected:
+            parts.append(f'{len(unexpected)} unexpected keys (first: {unexpected[0]})')
+        raise CheckpointError(f'the {what} does not fit the model: ' + ', '.join(parts))
+    return model.load_state_dict(state_dict, strict=False)
+
+
+def build_model(ckpt: Checkpoint, arch: Optional[str] = None, **kwargs) -> RIFormer:
+    """The model a checkpoint describes, weights loaded. `arch` forces a registered architecture
+    (its shapes are then checked against the tensors)."""
+    config = ckpt.config
+    if arch is not None:
+        if arch not in ARCHS:
+            raise CheckpointError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
+        depths, dims, _ = ARCHS[arch]
+        config = ModelConfig(**{**asdict(config), 'depths': depths, 'dims': dims})
+    model = config.build(**kwargs)
+    try:
+        load_checked(model, ckpt.state_dict)
+    except CheckpointError as e:
+        if arch is None:
+            raise
+        raise CheckpointError(f'{e} (--arch {arch}; the tensors look like {ckpt.config.arch})') from None
+    return model.eval()
+
+
+def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]):
+    """Write atomically: a crash mid-write leaves the previous file (or none), never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
+    """Save a RIFormer with the metadata that `read_checkpoint` and `load_deploy` rebuild it from."""
+    config = ModelConfig(
+        depths=model.depths, dims=model.dims, num_classes=model.num_classes,
+        in_chans=model.in_chans, mlp_ratio=model.stages[0].blocks[0].mlp.fc1.out_channels / model.dims[0],
+        head_norm_first=model.head_norm_first, form=model.form)
+    metadata = {'format': FORMAT, 'config': config.to_json(), 'arch': config.arch, 'form': config.form}
+    metadata.update(extra or {})
+    write_safetensors(path, model.state_dict(), metadata)
+
+
+def load_deploy(path, features_only: bool = False, out_indices=None) -> nn.Module:
+    """The deploy model of a deploy checkpoint, in eval mode. With `features_only`, the backbone's
+    stage outputs (a timm FeatureListNet with `feature_info`) instead of logits."""
+    ckpt = read_checkpoint(path)
+    if ckpt.config.form != 'deploy':
+        raise CheckpointError(
+            f'{path}: is a {ckpt.config.form}-form checkpoint, not a deploy one; '
+            f'run `python tools/reparam.py {path}` first')
+    model = build_model(ckpt)
+    if features_only:
+        from timm.models import FeatureListNet
+        indices = tuple(range(len(model.stages))) if out_indices is None else tuple(out_indices)
+        bad = [i for i in indices if not -len(model.stages) <= i < len(model.stages)]
+        if bad:
+            raise CheckpointError(f'out_indices {bad} out of range for {len(model.stages)} stages')
+        model = FeatureListNet(model, out_indices=indices, flatten_sequential=True).eval()
+    return model
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -1,0 +1,94 @@
+"""PoolFormer teachers: building them from a timm name and a local checkpoint, and using their
+weights to initialise a RIFormer student (the paper's teacher-weight init)."""
+from collections import OrderedDict
+from typing import List
+
+import timm
+import torch.nn as nn
+from timm.layers import GroupNorm1, SelectAdaptivePool2d
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.metaformer import MetaFormer, checkpoint_filter_fn as timm_metaformer_filter
+
+from .checkpoint import load_checked, read_tensors
+from .errors import CheckpointError
+from .layouts import to_timm_names
+
+# The PoolFormer (v1) settings of timm's poolformer_* entry points.
+POOLFORMER_V1 = dict(
+    downsample_norm=None, mlp_act=nn.GELU, mlp_bias=True, norm_layers=GroupNorm1,
+    res_scale_init_values=None, use_mlp_head=False)
+
+default_cfgs = generate_default_cfgs({'poolformer_mini': {
+    'url': '', 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (1, 1), 'crop_pct': 1.0,
+    'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225),
+    'first_conv': 'stem.conv', 'classifier': 'head.fc'}})
+
+
+@register_model
+def poolformer_mini(pretrained=False, **kwargs) -> MetaFormer:
+    """A small PoolFormer, same shape as riformer_mini: the teacher of the CPU recipes."""
+    from .riformer import ARCHS
+    depths, dims, ls_init = ARCHS['riformer_mini']
+    return build_model_with_cfg(
+        MetaFormer, 'poolformer_mini', pretrained, pretrained_filter_fn=timm_metaformer_filter,
+        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+        **{'depths': depths, 'dims': dims, 'layer_scale_init_values': ls_init, **POOLFORMER_V1, **kwargs})
+
+
+def read_poolformer_state_dict(path):
+    """A PoolFormer checkpoint (timm, sail-sg or mmpretrain layout) in timm names, plus whether its
+    head normalises the map before pooling (sail-sg / mmpretrain)."""
+    raw, _ = read_tensors(path)
+    try:
+        converted = to_timm_names(raw)
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    return converted.state_dict, converted.head_norm_first
+
+
+def create_teacher(name: str, checkpoint, **kwargs) -> nn.Module:
+    """A frozen timm model in eval mode with the weights of a local checkpoint. The class count
+    comes from the checkpoint; shapes are checked, so a checkpoint of another architecture fails
+    here with the offending key, not later."""
+    if name not in timm.list_models():
+        close = timm.list_models(f'*{name.split("_")[0]}*')[:8]
+        raise CheckpointError(f'unknown teacher model {name!r}; close timm names: {", ".join(close) or "none"}')
+    sd, head_norm_first = read_poolformer_state_dict(checkpoint)
+    fc = sd.get('head.fc.weight')
+    model = timm.create_model(name, num_classes=0 if fc is None else fc.shape[0], **kwargs)
+    if head_norm_first:
+        _use_norm_first_head(model)
+        sd = _norm_first_keys(sd)
+    try:
+        load_checked(model, sd, what=f'teacher checkpoint {checkpoint}')
+    except CheckpointError as e:
+        raise CheckpointError(f'{e} (teacher {name})') from None
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _use_norm_first_head(model):
+    # The original PoolFormer head normalises the last map, then pools. timm's MetaFormer head
+    # pools, then normalises: move the norm into the pooling slot so timm's forward_head runs
+    # norm -> pool -> identity, reproducing the checkpoint's logits.
+    dim = model.head.norm.normalized_shape[0] if hasattr(model.head.norm, 'normalized_shape') else model.num_features
+    model.head.global_pool = nn.Sequential(OrderedDict(
+        norm=GroupNorm1(dim), pool=SelectAdaptivePool2d(pool_type='avg')))
+    model.head.norm = nn.Identity()
+
+
+def _norm_first_keys(sd):
+    return {k.replace('head.norm.', 'head.global_pool.norm.'): v for k, v in sd.items()}
+
+
+def init_from_teacher(student: nn.Module, checkpoint) -> List[str]:
+    """Copy every PoolFormer weight into a RIFormer student; only the affine mixers (and the
+    classifier, when the class counts differ) keep their init. Returns the keys left at init."""
+    sd, _ = read_poolformer_state_dict(checkpoint)
+    expected = student.state_dict()
+    allow = ['token_mixer.affine']
+    if 'head.fc.weight' in sd and sd['head.fc.weight'].shape != expected.get('head.fc.weight', sd['head.fc.weight']).shape:
+        sd = {k: v for k, v in sd.items() if not k.startswith('head.fc.')}
+        allow.append('head.fc.')
+    load_checked(student, sd, allow_missing=allow, what=f'teacher checkpoint {checkpoint}')
+    return [k for k in expected if k not in sd]

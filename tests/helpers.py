@@ -1,0 +1,65 @@
+"""Shared test helpers: random non-trivial weights and tiny checkpoints."""
+import math
+
+import torch
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter a non-trivial random value: norms, affine mixers and layer scales
+    far from their init (1, 0, 1e-5), so that a wrong fold cannot hide behind an identity."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(p, mean, std):
+        return mean + std * torch.randn(p.shape, generator=g)
+
+    for name, p in model.named_parameters():
+        if name.endswith('layer_scale1.scale') or name.endswith('layer_scale2.scale'):
+            p.copy_(rand(p, 0.0, 0.5))                         # signs and sizes both vary
+        elif 'token_mixer.affine.weight' in name:
+            p.copy_(rand(p, 1.0, 0.5))
+        elif 'norm' in name and name.endswith('weight'):
+            p.copy_(rand(p, 1.0, 0.3))
+        elif name.endswith('bias'):
+            p.copy_(rand(p, 0.0, 0.3))
+        else:                                                 # conv / linear weights
+            fan_in = p[0].numel()
+            p.copy_(rand(p, 0.0, 1.0 / math.sqrt(fan_in)))
+    return model
+
+
+def load_tool(name: str):
+    """Import tools/NAME.py as a module (tools/ holds scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'tools' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mmpretrain_layout(model, plain=False):
+    """An mmpretrain RIFormer checkpoint written out by hand from the documented key names
+    (REFERENCE section 3), independent of models.layouts."""
+    out = {}
+    for name, t in model.state_dict().items():
+        parts = name.split('.')
+        if name.startswith('stem.conv.'):
+            out[f'backbone.patch_embed.proj.{parts[-1]}'] = t
+        elif '.downsample.conv.' in name:
+            out[f'backbone.network.{2 * int(parts[1]) - 1}.proj.{parts[-1]}'] = t
+        elif '.blocks.' in name:
+            prefix = f'backbone.network.{2 * int(parts[1])}.{parts[3]}.'
+            rest = '.'.join(parts[4:])
+            rest = {'layer_scale1.scale': 'layer_scale_1', 'layer_scale2.scale': 'layer_scale_2'}.get(rest, rest)
+            if plain and rest.startswith('norm1.'):
+                rest = rest.replace('norm1.', 'norm_reparam.')
+            out[prefix + rest] = t
+        elif name.startswith('head.norm.'):
+            out[f'backbone.norm{2 * (len(model.stages) - 1)}.{parts[-1]}'] = t
+        elif name.startswith('head.fc.'):
+            out[name] = t
+        else:
+            raise AssertionError(name)
+    return {'meta': {'mmpretrain_version': '1.2.0', 'epoch': 300}, 'state_dict': out}
