@@ -1,0 +1,101 @@
+"""Run directories: the recipe guard, atomic accelerator checkpoints, resume, student files.
+
+Layout of an output_dir:
+
+    recipe.yaml              the resolved recipe of the run (guards against mixing runs)
+    checkpoints/epoch_0004/  accelerate state (student, optimizer, RNG) + train_state.json
+    checkpoints/latest       name of the newest complete checkpoint
+    model.safetensors        final student, best.safetensors best student (tools/reparam.py input)
+    summary.json             final metrics
+    tb/                      TensorBoard logs
+
+A checkpoint is written to a hidden temporary directory and renamed into place only when
+complete, so a crash or kill never leaves a broken `latest`.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .config import RecipeError
+
+# Recipe keys that may change when a run is resumed.
+RESUMABLE_CHANGES = {'resume', 'train.epochs', 'train.progress'}
+
+
+def _flat(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
+    """Refuse to mix two runs in one directory; return the saved recipe path."""
+    saved = out / 'recipe.yaml'
+    if saved.exists():
+        old = _flat(yaml.safe_load(saved.read_text()) or {})
+        new = _flat(recipe_dict)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        if not resume:
+            raise RecipeError(f'output_dir {out} already holds a run; pass resume=true to continue it '
+                              f'or choose another train.output_dir')
+        if changed:
+            raise RecipeError(f'output_dir {out} holds a different run (changed: {", ".join(changed[:5])}); '
+                              f'resume it with the same recipe or choose another train.output_dir')
+    elif out.exists() and any(p.name not in ('tb',) for p in out.iterdir()) and not resume:
+        raise RecipeError(f'output_dir {out} is not empty and holds no run of ours; choose another train.output_dir')
+    return saved
+
+
+def write_text_atomic(path: Path, text: str):
+    tmp = path.with_name(f'.{path.name}.tmp')
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(accelerator, out: Path, epoch: int, train_state: dict, keep: int) -> Path:
+    """Accelerate state of all processes + our train state, published atomically."""
+    root = out / 'checkpoints'
+    name = f'epoch_{epoch:04d}'
+    tmp, final = root / f'.tmp-{name}', root / name
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_text_atomic(tmp / 'train_state.json', json.dumps(train_state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        write_text_atomic(root / 'latest', name)
+        for old in sorted(p for p in root.glob('epoch_*') if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(out: Path) -> Optional[Path]:
+    root = out / 'checkpoints'
+    pointer = root / 'latest'
+    if pointer.exists():
+        path = root / pointer.read_text().strip()
+        if (path / 'train_state.json').exists():
+            return path
+    complete = sorted(p for p in root.glob('epoch_*') if (p / 'train_state.json').exists())
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    accelerator.load_state(str(path))
+    return json.loads((path / 'train_state.json').read_text())

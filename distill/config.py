@@ -1,0 +1,251 @@
+"""Recipes: YAML files validated into typed dataclasses.
+
+A recipe is data, never code: it is parsed with `yaml.safe_load`, every key must be a field
+below (unknown keys get an error with the close matches), and every value must have the
+field's type. `key.sub=value` overrides on the command line go through the same checks.
+"""
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe or override that cannot be used; the message names the key and the fix."""
+
+
+@dataclass
+class StudentConfig:
+    arch: str = 'riformer_mini'            # any timm name; RIFormer names get the deploy path
+    init_from_teacher: bool = False        # copy the teacher's weights (all but the affine mixers)
+    drop_path: float = 0.0
+    pretrained_checkpoint: Optional[str] = None   # start from these weights (e.g. fine-tuning)
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = 'poolformer_s12'           # timm PoolFormer name
+    checkpoint: str = ''                    # local file (.safetensors / .pth); never a hub
+
+
+@dataclass
+class DataConfig:
+    source: str = 'digits'                  # digits | folder | hf_disk | hf_name
+    path: Optional[str] = None              # folder / hf_disk: a directory; hf_name: dataset name
+    train_split: str = 'train'
+    val_split: str = 'validation'           # for digits: a held-out fraction (val_fraction)
+    val_fraction: float = 0.2               # digits only
+    image_column: str = 'image'
+    label_column: str = 'label'
+    image_size: int = 224
+    hflip: float = 0.5
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])   # RandomResizedCrop area
+    auto_augment: Optional[str] = None      # timm string, e.g. 'rand-m9-mstd0.5-inc1' or 'v0'
+    re_prob: float = 0.0                    # random erasing probability
+    mixup: float = 0.0                      # mixup alpha (0 = off)
+    cutmix: float = 0.0                     # cutmix alpha (0 = off)
+    label_smoothing: float = 0.0
+    label_fraction: float = 1.0             # share of training images whose labels CE may see
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3                        # per 1024 images of global batch (scaled linearly)
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    grad_accum: int = 1
+    clip_grad: Optional[float] = None       # max grad norm; None = no clipping (paper)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class TermConfig:
+    """One loss term: weight and active epoch window [start, end) (end None = to the end)."""
+    weight: float = 0.0
+    start: int = 0
+    end: Optional[int] = None
+
+    def active(self, epoch: int) -> bool:
+        return self.weight != 0 and epoch >= self.start and (self.end is None or epoch < self.end)
+
+
+@dataclass
+class SoftTermConfig(TermConfig):
+    temperature: float = 1.0
+
+
+@dataclass
+class DistillConfig:
+    ce: TermConfig = field(default_factory=TermConfig)            # cross-entropy with labels
+    soft: SoftTermConfig = field(default_factory=SoftTermConfig)  # KL(student_T || teacher_T) T^2
+    hard: TermConfig = field(default_factory=TermConfig)          # CE to the teacher's argmax
+    l_in: TermConfig = field(default_factory=TermConfig)          # MSE of norm1 outputs (mixer inputs)
+    l_in_hidden: TermConfig = field(default_factory=TermConfig)   # L'_in: MSE of block outputs
+    l_out: TermConfig = field(default_factory=TermConfig)         # MSE of token-mixer outputs
+    l_rel: TermConfig = field(default_factory=TermConfig)         # MSE of token relation matrices
+    blocks: Optional[List[str]] = None      # imitated blocks; None = last block of each stage
+    feature_reduction: str = 'mean'         # mean (1/NCHW) | batch_sum (mean x batch size)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 128                   # per process
+    seed: int = 0
+    mixed_precision: str = 'no'             # no | bf16 | fp16
+    eval_every: int = 1                     # epochs
+    checkpoint_every: int = 1               # epochs
+    keep_checkpoints: int = 2
+    log_every: int = 20                     # optimizer steps
+    output_dir: str = 'runs/default'
+    progress: bool = True
+
+
+@dataclass
+class Recipe:
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: Optional[TeacherConfig] = None          # module-imitation teacher
+    logit_teacher: Optional[TeacherConfig] = None    # defaults to the teacher
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resume: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self):
+        """Cross-field checks that a type system cannot express."""
+        d, data = self.distill, self.data
+        needs_teacher = [n for n in ('soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')
+                         if getattr(d, n).weight != 0]
+        if needs_teacher and self.teacher is None and self.logit_teacher is None:
+            raise RecipeError(f'distill terms {needs_teacher} need a teacher: set teacher.arch and teacher.checkpoint')
+        feature_terms = [n for n in ('l_in', 'l_in_hidden', 'l_out', 'l_rel') if getattr(d, n).weight != 0]
+        if feature_terms and self.teacher is None:
+            raise RecipeError(f'feature terms {feature_terms} need the module-imitation teacher (teacher.*)')
+        if self.student.init_from_teacher and self.teacher is None:
+            raise RecipeError('student.init_from_teacher needs teacher.checkpoint')
+        if not any(getattr(d, n).weight != 0 for n in ('ce', 'soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')):
+            raise RecipeError('every loss weight is 0: set distill.ce.weight or a distillation term')
+        if data.source not in ('digits', 'folder', 'hf_disk', 'hf_name'):
+            raise RecipeError(f'data.source {data.source!r}: use digits, folder, hf_disk or hf_name')
+        if data.source != 'digits' and not data.path:
+            raise RecipeError(f'data.path is required for data.source={data.source}')
+        if not 0 < data.label_fraction <= 1:
+            raise RecipeError(f'data.label_fraction {data.label_fraction}: must be in (0, 1]')
+        if data.label_fraction < 1 and (data.mixup or data.cutmix):
+            raise RecipeError('data.label_fraction < 1 cannot be combined with mixup/cutmix (mixing blends labelled and unlabelled targets)')
+        if d.feature_reduction not in ('mean', 'batch_sum'):
+            raise RecipeError(f'distill.feature_reduction {d.feature_reduction!r}: use mean or batch_sum')
+        if self.train.mixed_precision not in ('no', 'bf16', 'fp16'):
+            raise RecipeError(f'train.mixed_precision {self.train.mixed_precision!r}: use no, bf16 or fp16')
+        for name in ('epochs', 'batch_size', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'log_every'):
+            if getattr(self.train, name) < 1:
+                raise RecipeError(f'train.{name} must be at least 1')
+        if self.optim.grad_accum < 1:
+            raise RecipeError('optim.grad_accum must be at least 1')
+        return self
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def load_recipe(path, overrides=()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f'{path}: no such recipe file')
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f'{path}: a recipe is a mapping of sections, got {type(raw).__name__}')
+    for item in overrides:
+        apply_override(raw, item)
+    return build(Recipe, raw, '').validate()
+
+
+def apply_override(raw: dict, item: str):
+    """`a.b.c=value` into the raw mapping; the value is parsed as YAML (so 1e-3, true, [1, 2])."""
+    if '=' not in item:
+        raise RecipeError(f'override {item!r}: expected key.sub=value')
+    key, text = item.split('=', 1)
+    try:
+        value = yaml.safe_load(text) if text != '' else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split('.')
+    node = raw
+    for part in parts[:-1]:
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise RecipeError(f'override {item!r}: {part} is not a section')
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def build(cls, raw, where):
+    if not isinstance(raw, dict):
+        raise RecipeError(f'{where or "recipe"}: expected a mapping, got {raw!r}')
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        name = f'{where}.{key}' if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=3)
+            hint = f'; did you mean {" or ".join(close)}?' if close else f'; known keys: {", ".join(fields)}'
+            raise RecipeError(f'unknown recipe key {name!r}{hint}')
+        values[key] = _coerce(typing.get_type_hints(cls)[key], value, name)
+    return cls(**values)
+
+
+def _coerce(hint, value, name):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value or {}, name)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise RecipeError(f'{name}: expected a list, got {value!r}')
+        return [_coerce(args[0], v, f'{name}[{i}]') for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):      # YAML reads 1e-3 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is bool and isinstance(value, bool) or hint is int and isinstance(value, int) and not isinstance(value, bool) \
+            or hint is str and isinstance(value, str):
+        return value
+    raise RecipeError(f'{name}: expected {getattr(hint, "__name__", hint)}, got {value!r}')
+
+
+def flatten(d: Dict[str, Any], prefix='') -> Dict[str, Any]:
+    """Nested recipe -> flat {'a.b': value} with TensorBoard-friendly values (no None, no lists)."""
+    out = {}
+    for key, value in d.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(flatten(value, name + '.'))
+        elif value is None:
+            out[name] = 'none'
+        elif isinstance(value, (list, tuple)):
+            out[name] = ','.join(map(str, value))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,175 @@
+"""Datasets and loaders: the embedded digits set, an image folder, or a `datasets` dataset.
+
+Digits (scikit-learn's 1,797 8x8 handwritten digits, shipped inside the package) is the CPU
+default: upsampled to `image_size` RGB images, split into train/val with a fixed seed.
+"""
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import Mixup, create_transform
+from torch.utils.data import Dataset
+
+from .config import DataConfig, RecipeError
+
+# Digits is not ImageNet: its images are centred grey strokes; these are its own statistics
+# after scaling to [0, 1] (so the network sees zero-mean, unit-variance inputs).
+DIGITS_MEAN, DIGITS_STD = (0.3, 0.3, 0.3), (0.38, 0.38, 0.38)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's digits as PIL images; `split` is 'train' or 'val'."""
+    num_classes = 10
+
+    def __init__(self, split: str, image_size: int, val_fraction: float = 0.2, seed: int = 0, transform=None):
+        from sklearn.datasets import load_digits
+        digits = load_digits()
+        order = np.random.RandomState(seed).permutation(len(digits.target))
+        n_val = int(round(len(order) * val_fraction))
+        index = order[:n_val] if split == 'val' else order[n_val:]
+        # 0..16 grey levels -> 0..255, upsampled once here rather than per epoch.
+        self.images = [Image.fromarray((digits.images[i] * (255 / 16)).astype(np.uint8))
+                       .resize((image_size, image_size), Image.BILINEAR).convert('RGB') for i in index]
+        self.targets = [int(digits.target[i]) for i in index]
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        image = self.images[i]
+        return (self.transform(image) if self.transform else image), self.targets[i]
+
+
+class HFDataset(Dataset):
+    """A `datasets` split with an image column and a label column."""
+
+    def __init__(self, split, image_column, label_column, transform=None):
+        self.split, self.image_column, self.label_column = split, image_column, label_column
+        missing = {image_column, label_column} - set(split.column_names)
+        if missing:
+            raise RecipeError(f'dataset has no column(s) {sorted(missing)} (columns: {split.column_names}); '
+                              f'set data.image_column / data.label_column')
+        self.targets = list(split[label_column])
+        feature = split.features[label_column]
+        self.num_classes = getattr(feature, 'num_classes', None) or (max(self.targets) + 1)
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        image = self.split[i][self.image_column]
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        image = image.convert('RGB')
+        return (self.transform(image) if self.transform else image), self.targets[i]
+
+
+class LabelMasked(Dataset):
+    """Hides the labels of all but `fraction` of the images (label -1): CE skips them,
+    distillation still sees the image. The labelled subset is fixed by `seed`."""
+
+    def __init__(self, dataset, fraction: float, seed: int):
+        self.dataset = dataset
+        n = len(dataset)
+        keep = np.random.RandomState(seed).permutation(n)[:max(1, int(round(n * fraction)))]
+        self.labelled = np.zeros(n, dtype=bool)
+        self.labelled[keep] = True
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[i]
+        return image, (target if self.labelled[i] else -1)
+
+
+def normalization(cfg: DataConfig):
+    return (DIGITS_MEAN, DIGITS_STD) if cfg.source == 'digits' else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def build_transforms(cfg: DataConfig, training: bool):
+    mean, std = normalization(cfg)
+    if not training:
+        return create_transform(cfg.image_size, is_training=False, mean=mean, std=std,
+                                crop_pct=1.0 if cfg.source == 'digits' else None)
+    return create_transform(
+        cfg.image_size, is_training=True, mean=mean, std=std, hflip=cfg.hflip,
+        scale=tuple(cfg.scale), auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
+        interpolation='bicubic')
+
+
+def build_datasets(cfg: DataConfig, seed: int) -> Tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes); train labels masked when label_fraction < 1."""
+    train_tf, val_tf = build_transforms(cfg, True), build_transforms(cfg, False)
+    if cfg.source == 'digits':
+        train = DigitsDataset('train', cfg.image_size, cfg.val_fraction, transform=train_tf)
+        val = DigitsDataset('val', cfg.image_size, cfg.val_fraction, transform=val_tf)
+        num_classes = DigitsDataset.num_classes
+    elif cfg.source == 'folder':
+        train, val, num_classes = _folder(cfg, train_tf, val_tf)
+    else:
+        train, val, num_classes = _hf(cfg, train_tf, val_tf)
+    if cfg.label_fraction < 1:
+        train = LabelMasked(train, cfg.label_fraction, seed)
+    return train, val, num_classes
+
+
+def _folder(cfg, train_tf, val_tf):
+    from torchvision.datasets import ImageFolder
+    root = Path(cfg.path)
+    for split in (cfg.train_split, cfg.val_split):
+        if not (root / split).is_dir():
+            raise RecipeError(f'data.path {root}: no {split}/ folder of class subfolders '
+                              f'(set data.train_split / data.val_split)')
+    train = ImageFolder(str(root / cfg.train_split), transform=train_tf)
+    val = ImageFolder(str(root / cfg.val_split), transform=val_tf)
+    if train.classes != val.classes:
+        raise RecipeError(f'data.path {root}: train and val class folders differ')
+    return train, val, len(train.classes)
+
+
+def _hf(cfg, train_tf, val_tf):
+    import datasets
+    if cfg.source == 'hf_disk':
+        if not Path(cfg.path).is_dir():
+            raise RecipeError(f'data.path {cfg.path}: no such directory (a dataset saved with save_to_disk)')
+        ds = datasets.load_from_disk(cfg.path)
+    else:
+        ds = datasets.load_dataset(cfg.path)
+    if not isinstance(ds, datasets.DatasetDict):
+        raise RecipeError(f'data.path {cfg.path}: need a DatasetDict with {cfg.train_split}/{cfg.val_split} splits')
+    for split in (cfg.train_split, cfg.val_split):
+        if split not in ds:
+            raise RecipeError(f'data.path {cfg.path}: no split {split!r} (splits: {list(ds)})')
+    train = HFDataset(ds[cfg.train_split], cfg.image_column, cfg.label_column, train_tf)
+    val = HFDataset(ds[cfg.val_split], cfg.image_column, cfg.label_column, val_tf)
+    return train, val, train.num_classes
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch): a resumed run draws the same order."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def build_mixup(cfg: DataConfig, num_classes: int):
+    if not (cfg.mixup or cfg.cutmix):
+        return None
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                 num_classes=num_classes)

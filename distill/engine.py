@@ -1,0 +1,110 @@
+"""One training epoch and one evaluation pass (DeiT's engine.py, on Accelerate)."""
+import time
+from typing import Dict
+
+import torch
+from tqdm.auto import tqdm
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or inf; the message names the term."""
+
+
+def topk_correct(logits, targets, ks=(1, 5)):
+    """Number of samples whose target is in the top-k, per k (targets < 0 are skipped)."""
+    keep = targets >= 0
+    logits, targets = logits[keep], targets[keep]
+    k_max = min(max(ks), logits.shape[1])
+    top = logits.topk(k_max, dim=1).indices
+    hits = top.eq(targets[:, None])
+    return [int(hits[:, :min(k, k_max)].any(dim=1).sum()) for k in ks], int(keep.sum())
+
+
+def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
+                    state: dict, cfg, log_every: int) -> Dict[str, float]:
+    student.train()
+    sums, count, seen, correct = {}, 0, 0, [0, 0]
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f'epoch {epoch}', leave=False,
+               disable=not (accelerator.is_local_main_process and cfg.train.progress))
+    for images, targets in bar:
+        labels = targets
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        with accelerator.accumulate(student):
+            with accelerator.autocast():
+                logits = student(images)
+                loss, terms = criterion(images, logits, targets, epoch)
+            check_finite(accelerator, loss, terms, epoch, state['num_updates'])
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.optim.clip_grad:
+                accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            state['num_updates'] += 1
+            scheduler.step_update(state['num_updates'])
+
+        for name, value in [('total', loss), *terms.items()]:
+            sums[name] = sums.get(name, 0.) + float(value.detach())
+        count += 1
+        seen += images.shape[0]
+        (c1, c5), _ = topk_correct(logits.detach(), labels)
+        correct = [correct[0] + c1, correct[1] + c5]
+        if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
+            accelerator.log({f'loss/{k}': float(v.detach()) for k, v in [('total', loss), *terms.items()]}
+                            | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
+        bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
+
+    elapsed = time.perf_counter() - start
+    totals = accelerator.reduce(torch.tensor([seen, *correct, count], dtype=torch.float64,
+                                             device=accelerator.device), 'sum')
+    labelled = accelerator.reduce(torch.tensor(_labelled(loader, seen), dtype=torch.float64,
+                                               device=accelerator.device), 'sum')
+    seen_all = float(totals[0])
+    return {
+        **{f'loss/{k}': v / max(count, 1) for k, v in sums.items()},
+        'train/top1': 100. * float(totals[1]) / max(float(labelled), 1.),
+        'train/top5': 100. * float(totals[2]) / max(float(labelled), 1.),
+        'train/images_per_sec': seen_all / elapsed,
+        'epoch_time': elapsed,
+    }
+
+
+def _labelled(loader, seen):
+    # Train accuracy counts only labelled images (all of them unless label_fraction < 1);
+    # recomputing per batch would cost a sync, so use the dataset's labelled share.
+    dataset = getattr(loader, 'dataset', None)
+    share = getattr(dataset, 'labelled', None)
+    return seen * (float(share.mean()) if share is not None else 1.)
+
+
+def check_finite(accelerator, loss, terms, epoch, update):
+    bad = torch.tensor(0. if torch.isfinite(loss).all() else 1., device=accelerator.device)
+    if accelerator.num_processes > 1:       # every process must stop together, or DDP hangs
+        bad = accelerator.reduce(bad, 'sum')
+    if bad > 0:
+        culprits = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ['total']
+        values = ', '.join(f'{n}={float(terms[n]) if n in terms else float(loss)}' for n in culprits)
+        raise NonFiniteLoss(f'non-finite loss at epoch {epoch}, update {update}: {values}')
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, teacher=None) -> Dict[str, float]:
+    """Top-1/top-5 on the validation set, gathered across processes; with a teacher, also the
+    share of images where student and teacher predict the same class."""
+    model.eval()
+    correct, total, agree = [0, 0], 0, 0
+    for images, targets in loader:
+        with accelerator.autocast():
+            logits = model(images)
+            t_logits = teacher(images) if teacher is not None else None
+        gathered = accelerator.gather_for_metrics((logits, targets) if t_logits is None else (logits, targets, t_logits))
+        (c1, c5), n = topk_correct(gathered[0].float(), gathered[1])
+        correct, total = [correct[0] + c1, correct[1] + c5], total + n
+        if t_logits is not None:
+            agree += int(gathered[0].argmax(1).eq(gathered[2].argmax(1)).sum())
+    metrics = {'val/top1': 100. * correct[0] / max(total, 1), 'val/top5': 100. * correct[1] / max(total, 1)}
+    if teacher is not None:
+        metrics['val/teacher_agreement'] = 100. * agree / max(total, 1)
+    return metrics

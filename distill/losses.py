@@ -1,0 +1,88 @@
+"""Loss terms, each a small module with one job (DeiT's losses.py style).
+
+Feature terms take lists of (student, teacher) tensors, one pair per imitated block, and
+average over blocks. Teacher tensors may be inference-mode tensors: no term saves them for
+backward (MSE is computed as (s - t)^2, whose graph keeps only the difference).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SoftTargetKD(nn.Module):
+    """DeiT soft distillation: KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean."""
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student_logits, teacher_logits):
+        T = self.temperature
+        return F.kl_div(
+            F.log_softmax(student_logits / T, dim=1),
+            F.log_softmax(teacher_logits.float() / T, dim=1),
+            reduction='batchmean', log_target=True) * (T * T)
+
+
+class HardTargetKD(nn.Module):
+    """DeiT hard distillation: cross-entropy to the teacher's argmax."""
+
+    def forward(self, student_logits, teacher_logits):
+        return F.cross_entropy(student_logits, teacher_logits.argmax(dim=1))
+
+
+class LabelCE(nn.Module):
+    """Cross-entropy with labels (hard or mixup-soft); samples labelled -1 are unlabelled and
+    skipped (the low-label setting: distillation sees them, CE does not)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits, targets):
+        if targets.ndim == 2:                     # mixup / cutmix soft targets
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        labelled = targets >= 0
+        if not labelled.any():
+            return logits.sum() * 0.
+        return F.cross_entropy(logits[labelled], targets[labelled], label_smoothing=self.label_smoothing)
+
+
+def _mse(s, t, reduction):
+    loss = (s.float() - t.float()).pow(2).mean()
+    return loss * s.shape[0] if reduction == 'batch_sum' else loss
+
+
+class FeatureMSE(nn.Module):
+    """Mean squared error per imitated block (1/NCHW), averaged over blocks. `batch_sum`
+    multiplies by the batch size, one reading of the paper's 'lambda x batch size' weights."""
+
+    def __init__(self, reduction: str = 'mean'):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, student_feats, teacher_feats):
+        losses = [_mse(s, t, self.reduction) for s, t in zip(student_feats, teacher_feats)]
+        return torch.stack(losses).mean()
+
+
+def relation_matrix(y: torch.Tensor) -> torch.Tensor:
+    """R(Y) = Yn Yn^T per sample: tokens (HW of them, C features each) L2-normalised over C."""
+    tokens = F.normalize(y.float().flatten(2).transpose(1, 2), dim=-1)    # N, HW, C
+    return tokens @ tokens.transpose(1, 2)                               # N, HW, HW
+
+
+class RelationMSE(nn.Module):
+    """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks."""
+
+    def __init__(self, reduction: str = 'mean'):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, student_feats, teacher_feats):
+        losses = []
+        for s, t in zip(student_feats, teacher_feats):
+            with torch.no_grad():
+                target = relation_matrix(t)
+            losses.append(_mse(relation_matrix(s), target, self.reduction))
+        return torch.stack(losses).mean()

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Distil a RIFormer student (or train any timm model) from a YAML recipe.
+
+    accelerate launch distill/train.py RECIPE.yaml [key.sub=value ...]
+    python distill/train.py RECIPE.yaml train.epochs=1 train.output_dir=/tmp/run
+    python distill/train.py RECIPE.yaml resume=true      # continue the run in its output_dir
+
+Everything that can be wrong with the input (recipe keys and types, data paths, teacher
+checkpoints, recorder names and shapes, the output directory) is checked before the first step.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timm  # noqa: E402
+import yaml  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
+from timm.optim import create_optimizer_v2  # noqa: E402
+from timm.scheduler import CosineLRScheduler  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+import models  # noqa: E402
+from distill.checkpointing import (  # noqa: E402
+    guard_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
+from distill.config import RecipeError, flatten, load_recipe  # noqa: E402
+from distill.criterion import FEATURE_TERMS, DistillationCriterion  # noqa: E402
+from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
+from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
+from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
+from models import CheckpointError  # noqa: E402
+
+
+def build_student(recipe, num_classes):
+    cfg = recipe.student
+    if cfg.arch not in timm.list_models():
+        raise RecipeError(f'student.arch {cfg.arch!r} is not a timm model; e.g. riformer_s12, riformer_mini')
+    student = timm.create_model(cfg.arch, num_classes=num_classes, drop_path_rate=cfg.drop_path)
+    if cfg.init_from_teacher:
+        models.init_from_teacher(student, recipe.teacher.checkpoint)
+    if cfg.pretrained_checkpoint:
+        sd = models.to_timm_names(models.read_tensors(cfg.pretrained_checkpoint)[0]).state_dict
+        models.load_checked(student, sd, what=f'student checkpoint {cfg.pretrained_checkpoint}')
+    return student
+
+
+def build_teachers(recipe, num_classes):
+    teacher = logit_teacher = None
+    if recipe.teacher is not None:
+        teacher = models.create_teacher(recipe.teacher.arch, recipe.teacher.checkpoint)
+    if recipe.logit_teacher is not None:
+        logit_teacher = models.create_teacher(recipe.logit_teacher.arch, recipe.logit_teacher.checkpoint)
+    for name, model in (('teacher', teacher), ('logit_teacher', logit_teacher)):
+        if model is not None and model.num_classes != num_classes:
+            raise RecipeError(f'{name} predicts {model.num_classes} classes, the data has {num_classes}; '
+                              f'use a teacher trained on these classes')
+    return teacher, logit_teacher
+
+
+def save_student(path, student, recipe, metrics):
+    extra = {'image_size': str(recipe.data.image_size), 'metrics': json.dumps(metrics),
+             'recipe': json.dumps(recipe.to_dict())}
+    if isinstance(student, models.RIFormer):
+        models.save_model(path, student, extra)
+    else:
+        models.write_safetensors(path, student.state_dict(), {
+            'format': 'timm', 'arch': recipe.student.arch, 'num_classes': str(student.num_classes), **extra})
+
+
+def run(recipe):
+    cfg = recipe.train
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=recipe.optim.grad_accum,
+        log_with='tensorboard', project_dir=str(out))
+    recipe_dict = recipe.to_dict()
+    guard_output_dir(out, recipe_dict, recipe.resume)
+    accelerator.wait_for_everyone()     # every process checks before the main one writes
+    set_seed(cfg.seed)
+    say = accelerator.print
+
+    train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed)
+    teacher, logit_teacher = build_teachers(recipe, num_classes)
+    student = build_student(recipe, num_classes)
+    blocks = recipe.distill.blocks or (default_imitated_blocks(student) if teacher is not None else [])
+    used = [t for t in FEATURE_TERMS if getattr(recipe.distill, t).weight != 0]
+    if used:
+        names = sorted({b + FEATURE_TERMS[t] for t in used for b in blocks})
+        check_pairs(student, teacher, names, recipe.data.image_size)
+    criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
+                                      recipe.data.label_smoothing)
+
+    global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
+    lr = recipe.optim.lr * global_batch / 1024
+    optimizer = create_optimizer_v2(student, 'adamw', lr=lr, weight_decay=recipe.optim.weight_decay,
+                                    betas=tuple(recipe.optim.betas))
+    sampler = EpochSampler(len(train_set), cfg.seed)
+    train_loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=recipe.data.num_workers)
+    val_loader = DataLoader(val_set, cfg.batch_size, num_workers=recipe.data.num_workers)
+    if len(train_set) < global_batch:
+        raise RecipeError(f'{len(train_set)} training images are fewer than one global batch ({global_batch}); '
+                          f'lower train.batch_size')
+    student, optimizer, train_loader, val_loader = accelerator.prepare(student, optimizer, train_loader, val_loader)
+    for t in (teacher, logit_teacher):
+        if t is not None:
+            t.to(accelerator.device)     # frozen: never prepared, never DDP-wrapped, never saved
+    # The schedule runs in optimizer updates derived from the global batch, so it is the same
+    # for any process count; it is not prepared (accelerate would step it once per process).
+    updates_per_epoch = len(train_set) // global_batch
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=cfg.epochs * updates_per_epoch, lr_min=recipe.optim.min_lr,
+        warmup_t=int(recipe.optim.warmup_epochs * updates_per_epoch), warmup_lr_init=recipe.optim.warmup_lr,
+        t_in_epochs=False)
+    mixup = build_mixup(recipe.data, num_classes)
+
+    state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'history': []}
+    resume_from = latest_checkpoint(out) if recipe.resume else None
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from)
+        scheduler.step_update(state['num_updates'])
+        say(f'resumed from {resume_from} at epoch {state["epoch"]}')
+    elif accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
+    if state['epoch'] == 0 and not state['history']:
+        accelerator.init_trackers('tb', config=flatten(recipe_dict))
+    else:
+        accelerator.init_trackers('tb')
+
+    unwrapped = accelerator.unwrap_model(student)
+    say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
+        f'{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, '
+        f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
+        f'terms {criterion.active_terms(state["epoch"])}, imitated blocks {blocks if used else "-"}')
+    start = time.perf_counter()
+    last_ckpt = resume_from
+    metrics = {}
+    for epoch in range(state['epoch'], cfg.epochs):
+        sampler.set_epoch(epoch)
+        try:
+            train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
+                                            scheduler, mixup, epoch, state, recipe, cfg.log_every)
+        except NonFiniteLoss as e:
+            where = f'last good checkpoint: {last_ckpt}' if last_ckpt else 'no checkpoint was written'
+            raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
+        state['epoch'] = epoch + 1
+        metrics = dict(train_metrics)
+        last_epoch = epoch + 1 == cfg.epochs
+        if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
+            metrics.update(evaluate(accelerator, student, val_loader, logit_teacher or teacher))
+            criterion.student_rec and criterion.student_rec.clear()
+            criterion.teacher_rec and criterion.teacher_rec.clear()
+            if metrics['val/top1'] > state['best_top1']:
+                state['best_top1'] = metrics['val/top1']
+                if accelerator.is_main_process:
+                    save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
+        state['history'].append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
+        accelerator.log(metrics, step=state['num_updates'])
+        say(f'epoch {epoch + 1}/{cfg.epochs} ' + ' '.join(
+            f'{k.split("/")[-1]} {v:.4g}' for k, v in metrics.items() if k.startswith(('val/', 'loss/total'))))
+        if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
+            last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(student)
+        save_student(out / 'model.safetensors', final, recipe, metrics)
+        summary = {
+            'arch': recipe.student.arch, 'epochs': state['epoch'], 'num_updates': state['num_updates'],
+            'final': metrics, 'best_top1': state['best_top1'], 'history': state['history'],
+            'train_seconds_this_session': round(time.perf_counter() - start, 2),
+            'processes': accelerator.num_processes,
+        }
+        write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2))
+    accelerator.end_training()
+    criterion.remove_hooks()
+    return metrics
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ('-h', '--help'):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        recipe = load_recipe(argv[0], argv[1:])
+        run(recipe)
+    except (RecipeError, CheckpointError, NonFiniteLoss) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
