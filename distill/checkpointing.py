@@ -14,10 +14,13 @@ complete, so a crash or kill never leaves a broken `latest`.
 """
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import torch
 import yaml
 
 from .config import RecipeError
@@ -73,6 +76,7 @@ def save_checkpoint(accelerator, out: Path, epoch: int, train_state: dict, keep:
         root.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    write_text_atomic(tmp / f'rng_{accelerator.process_index}.json', json.dumps(rng_state()))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_text_atomic(tmp / 'train_state.json', json.dumps(train_state))
@@ -98,4 +102,32 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
 
 def load_checkpoint(accelerator, path: Path) -> dict:
     accelerator.load_state(str(path))
+    rng = path / f'rng_{accelerator.process_index}.json'
+    if not rng.exists():
+        raise RecipeError(f'{path}: no {rng.name}; it was written by another number of processes '
+                          f'than this run has ({accelerator.num_processes})')
+    set_rng_state(json.loads(rng.read_text()))
     return json.loads((path / 'train_state.json').read_text())
+
+
+# accelerate's own RNG files are pickles that it reloads with weights_only=True, which fails
+# for numpy's state and is then silently skipped; so the RNG states go into plain JSON here.
+def rng_state() -> dict:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {'python': [py[0], list(py[1]), py[2]],
+             'numpy': [np_state[0], np_state[1].tolist(), *map(lambda v: v.item() if hasattr(v, 'item') else v, np_state[2:])],
+             'torch': torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state['cuda'] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict):
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, gauss = state['numpy']
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(torch.tensor(state['torch'], dtype=torch.uint8))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state['cuda']])

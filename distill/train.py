@@ -9,6 +9,7 @@ Everything that can be wrong with the input (recipe keys and types, data paths, 
 checkpoints, recorder names and shapes, the output directory) is checked before the first step.
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,12 +72,24 @@ def save_student(path, student, recipe, metrics):
             'format': 'timm', 'arch': recipe.student.arch, 'num_classes': str(student.num_classes), **extra})
 
 
+def make_accelerator(recipe, out):
+    if os.environ.get('MASTER_ADDR') and 'WORLD_SIZE' not in os.environ:
+        # accelerate launch --cpu --num_processes N (N > 1) starts ONE process unless given an
+        # MPI hostfile; say so instead of silently training single-process.
+        print('warning: `accelerate launch --cpu` started a single process (it needs --mpirun_hostfile '
+              'for more); for N CPU processes use `accelerate launch --multi_gpu --num_processes N`, '
+              'which runs on CPUs too', file=sys.stderr)
+    return Accelerator(
+        # Without CUDA, a multi-process launch would otherwise fall back to one process each.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=recipe.train.mixed_precision, gradient_accumulation_steps=recipe.optim.grad_accum,
+        log_with='tensorboard', project_dir=str(out))
+
+
 def run(recipe):
     cfg = recipe.train
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=recipe.optim.grad_accum,
-        log_with='tensorboard', project_dir=str(out))
+    accelerator = make_accelerator(recipe, out)
     recipe_dict = recipe.to_dict()
     guard_output_dir(out, recipe_dict, recipe.resume)
     accelerator.wait_for_everyone()     # every process checks before the main one writes
@@ -141,7 +154,9 @@ def run(recipe):
     last_ckpt = resume_from
     metrics = {}
     for epoch in range(state['epoch'], cfg.epochs):
-        sampler.set_epoch(epoch)
+        # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
+        # restarts at 0 in a resumed process: set it through the loader.
+        train_loader.set_epoch(epoch)
         try:
             train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
                                             scheduler, mixup, epoch, state, recipe, cfg.log_every)

@@ -1,0 +1,1 @@
+"""The distillation trainer: recipes, data, recorders, losses, criterion, engine, checkpoints."""
