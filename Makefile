@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[test,export]' $(TORCH)
+	$(PIP) install -q -e '.[test,export,detect]' $(TORCH)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -1,0 +1,18 @@
+"""Hand a deploy backbone to detectors.
+
+    build_backbone('student.deploy.safetensors', out_indices=(1, 2, 3))   # stage outputs + feature_info
+    DeployBackbone(source, out_indices)          # the same as one nn.Module for a detector's parser
+
+`source` is a deploy checkpoint (RIFormer from tools/reparam.py, or an EfficientViT / FasterNet
+deploy file from tools/export.py) or the timm name of an efficient backbone (`efficientvit_m0`,
+`fasternet_t0`, ...; randomly initialised unless `weights` names a local timm checkpoint).
+
+Per detector family:
+* ultralytics (YOLOv8/YOLO11-style, RT-DETR): `import models.handoff.yolo` registers
+  `DeployBackbone` as a YAML module name (see recipes/detect/ and tools/detect.py).
+* YOLOv5 / YOLOv9 code bases: `models.handoff.yolov5` (a shim module for their parsers).
+* mmdet / mmpretrain: `models.handoff.mmpretrain` (checkpoint in mmpretrain's RIFormer layout).
+"""
+from .backbone import DeployBackbone, backbone_names, build_backbone, read_metadata
+
+__all__ = ['DeployBackbone', 'backbone_names', 'build_backbone', 'read_metadata']

@@ -1,0 +1,201 @@
+"""Hand-off to detectors: load_deploy features, ultralytics YOLO / RT-DETR via the shipped YAMLs
+and tools/detect.py (one tiny training epoch, no downloads), and one-line errors."""
+import os
+from pathlib import Path
+
+# Before ultralytics is imported anywhere: no pip installs, no network, settings in a temp dir.
+os.environ['YOLO_AUTOINSTALL'] = 'False'
+os.environ['YOLO_OFFLINE'] = '1'
+os.environ.setdefault('YOLO_VERBOSE', 'False')
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+
+import models  # noqa: E402
+from helpers import load_tool, randomize  # noqa: E402
+
+ultralytics = pytest.importorskip('ultralytics')
+from models.handoff import DeployBackbone, build_backbone  # noqa: E402
+from models.handoff import yolo as handoff  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / 'recipes' / 'detect'
+detect = load_tool('detect')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def ultralytics_settings(tmp_path_factory):
+    os.environ.setdefault('YOLO_CONFIG_DIR', str(tmp_path_factory.mktemp('ultralytics_cfg')))
+
+
+@pytest.fixture(scope='module')
+def s12_deploy(tmp_path_factory):
+    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=3).eval()
+    path = tmp_path_factory.mktemp('ckpt') / 'riformer_s12.deploy.safetensors'
+    models.save_model(path, models.reparameterize(model))
+    return path
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """Four 64px images with one red box each, in ultralytics' YOLO format."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp('tinydata')
+    (root / 'images').mkdir()
+    (root / 'labels').mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = np.full((64, 64, 3), 40, np.uint8)
+        x0, y0 = rng.integers(4, 30, 2)
+        w, h = rng.integers(14, 30, 2)
+        img[y0:y0 + h, x0:x0 + w] = (220, 60, 60)
+        Image.fromarray(img).save(root / 'images' / f'{i}.png')
+        (root / 'labels' / f'{i}.txt').write_text(
+            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
+    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
+    return root / 'data.yaml'
+
+
+def features(module, x):
+    with torch.no_grad():
+        return [t.clone() for t in module(x)]
+
+
+def assert_same_features(a, b, tol=1e-6):
+    assert len(a) == len(b)
+    for p, q in zip(a, b):
+        assert p.shape == q.shape
+        assert models.relative_error(p, q) <= tol
+
+
+def test_load_deploy_features_match_stage_outputs(s12_deploy):
+    feats = models.load_deploy(s12_deploy, features_only=True, out_indices=(1, 2, 3))
+    assert feats.feature_info.channels() == [128, 320, 512]
+    assert feats.feature_info.reduction() == [8, 16, 32]
+    x = torch.randn(2, 3, 64, 64)
+    full = models.load_deploy(s12_deploy)
+    with torch.no_grad():
+        stages = full.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
+    assert_same_features(stages, features(feats, x), tol=0)
+    assert features(feats, x)[0].shape == (2, 128, 8, 8)
+
+
+@pytest.mark.parametrize('recipe, cls', [('yolov8-riformer_s12', 'YOLO'), ('rtdetr-riformer_s12', 'RTDETR')])
+def test_shipped_yaml_builds_with_deploy_weights(recipe, cls, s12_deploy, tmp_path):
+    cfg = handoff.prepare_cfg(handoff.load_cfg(RECIPES / f'{recipe}.yaml'), str(s12_deploy))
+    # written into a directory with a space: the path survives ultralytics' literal_eval quoting
+    path = handoff.write_cfg(cfg, tmp_path / 'with space' / f'{recipe}.yaml')
+    detector = getattr(ultralytics, cls)(str(path))
+    net = detector.model.eval()
+    backbone = net.model[0]
+    assert isinstance(backbone, DeployBackbone) and backbone.channels == [128, 320, 512]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    x = torch.randn(1, 3, 64, 64)
+    reference = models.load_deploy(s12_deploy, features_only=True, out_indices=(1, 2, 3))
+    assert_same_features(features(reference, x), features(backbone, x), tol=0)
+    with torch.no_grad():
+        out = net(x)
+    first = out[0] if isinstance(out, (list, tuple)) else out
+    assert torch.isfinite(first).all()
+    if cls == 'YOLO':
+        assert net.stride.tolist() == [8., 16., 32.]
+        assert first.shape[:2] == (1, 4 + 80)        # boxes + classes per anchor
+
+
+def test_yaml_channel_check_and_efficient_backbone_in_same_yaml(s12_deploy):
+    cfg = handoff.load_cfg(RECIPES / 'yolov8-riformer_s12.yaml')
+    with pytest.raises(models.CheckpointError, match=r'row 1: Index declares 128 channels .* gives 80'):
+        handoff.prepare_cfg(cfg, 'fasternet_t0')
+    for row, channels in zip(cfg['backbone'][1:4], (80, 160, 320)):
+        row[3][0] = channels
+    cfg = handoff.prepare_cfg(cfg, 'fasternet_t0')
+    net = ultralytics.YOLO(str(handoff.write_cfg(cfg, Path(s12_deploy).parent / 'fn.yaml'))).model.eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 64, 64))
+    assert net.stride.tolist() == [8., 16., 32.] and out[0].shape[1] == 84
+
+
+def test_train_one_epoch_then_predict_export_and_rebuild(s12_deploy, tiny_data, tmp_path, capsys):
+    code = detect.main([
+        'train', '--cfg', str(RECIPES / 'yolov8-riformer_s12.yaml'), '--backbone', str(s12_deploy),
+        '--data', str(tiny_data), '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0',
+        '--device', 'cpu', '--project', str(tmp_path / 'runs'), '--name', 'y8', '--exist-ok', 'plots=False'])
+    assert code == 0
+    last = tmp_path / 'runs' / 'y8' / 'weights' / 'last.pt'
+    assert last.is_file()
+
+    # The unpickled detector holds the trained backbone; training moved it off the deploy weights.
+    trained = ultralytics.YOLO(str(last)).model.float().eval()
+    x = torch.randn(1, 3, 64, 64)
+    reference = models.load_deploy(s12_deploy, features_only=True, out_indices=(1, 2, 3))
+    trained_feats = features(trained.model[0], x)
+    assert max(models.relative_error(a, b) for a, b in zip(features(reference, x), trained_feats)) > 1e-4
+
+    # Fine-tuning / resuming rebuilds from the stored YAML (absolute, quoted path) and then loads
+    # the checkpoint's weights: the rebuilt detector must equal the trained one.
+    from ultralytics.nn.tasks import DetectionModel
+    assert trained.yaml['backbone'][0][3][0] == repr(str(Path(s12_deploy).resolve()))
+    rebuilt = DetectionModel(trained.yaml, nc=1, verbose=False)
+    rebuilt.load(trained)
+    rebuilt.eval()
+    assert_same_features(trained_feats, features(rebuilt.model[0], x), tol=0)
+
+    capsys.readouterr()
+    assert detect.main(['predict', '--weights', str(last), '--source', str(tiny_data.parent / 'images'),
+                        '--imgsz', '64', '--device', 'cpu', 'save=False']) == 0
+    assert capsys.readouterr().out.count(' boxes') == 4
+    assert detect.main(['export', '--weights', str(last), '--format', 'torchscript', '--imgsz', '64']) == 0
+    scripted = torch.jit.load(str(last.with_suffix('.torchscript')))
+    trained.fuse()
+    with torch.no_grad():
+        got = scripted(x)
+        got = got[0] if isinstance(got, (list, tuple)) else got
+        assert models.relative_error(trained(x)[0], got) < 1e-4
+
+
+def test_rtdetr_trains_one_epoch(s12_deploy, tiny_data, tmp_path):
+    code = detect.main([
+        'train', '--cfg', str(RECIPES / 'rtdetr-riformer_s12.yaml'), '--backbone', str(s12_deploy),
+        '--data', str(tiny_data), '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0',
+        '--device', 'cpu', '--project', str(tmp_path / 'runs'), '--name', 'rt', '--exist-ok',
+        'plots=False', 'val=False'])
+    assert code == 0
+    last = tmp_path / 'runs' / 'rt' / 'weights' / 'last.pt'
+    model = ultralytics.RTDETR(str(last)).model
+    assert type(model).__name__ == 'RTDETRDetectionModel' and isinstance(model.model[0], DeployBackbone)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--backbone', '/no/such/dir/x.deploy.safetensors'], 'x.deploy.safetensors: no such file'),
+    (['--backbone', 'resnet50'], 'resnet50: no such file, and not a backbone name'),
+    (['--backbone', 'riformer_s12'], 'riformer_s12: a RIFormer needs its deploy checkpoint'),
+    (['--cfg', 'missing.yaml'], 'missing.yaml: no such model YAML'),
+    (['--data', 'missing.yaml'], 'missing.yaml: no such dataset YAML'),
+])
+def test_bad_train_inputs_give_one_line_errors(args, message, s12_deploy, tiny_data, tmp_path, capsys):
+    base = {'--cfg': str(RECIPES / 'yolov8-riformer_s12.yaml'), '--backbone': str(s12_deploy),
+            '--data': str(tiny_data)}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ['train', *[a for kv in base.items() for a in kv], '--project', str(tmp_path), '--epochs', '1']
+    assert detect.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1
+    assert not (tmp_path / 'exp').exists()
+
+
+def test_bad_weights_and_training_form_checkpoint(tmp_path, capsys):
+    assert detect.main(['val', '--weights', str(tmp_path / 'nope.pt')]) == 2
+    assert capsys.readouterr().err.startswith('error: ')
+    student = randomize(timm.create_model('riformer_mini', num_classes=0))
+    models.save_model(tmp_path / 'train.safetensors', student)
+    with pytest.raises(models.CheckpointError, match='train-form checkpoint, not a deploy one'):
+        build_backbone(tmp_path / 'train.safetensors')
+    with pytest.raises(models.CheckpointError, match=r'out_indices \[7\] out of range'):
+        build_backbone('fasternet_t0', out_indices=(1, 7))
+
+
+def test_registration_is_a_name_in_ultralytics_parser():
+    import ultralytics.nn.tasks as tasks
+    assert tasks.DeployBackbone is DeployBackbone

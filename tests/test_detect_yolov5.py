@@ -1,0 +1,31 @@
+"""YOLOv5 code base (the `yolov5` 7.0.x package) around a deploy backbone via the shim.
+Skipped where `yolov5` is not installed (it is not a project dependency: it pulls roboflow,
+sahi, boto3, ...); verified with yolov5 7.0.14 installed on the side (docs/DETECTORS.md)."""
+import pytest
+import timm
+import torch
+
+import models
+from helpers import randomize
+
+yolo = pytest.importorskip('yolov5.models.yolo')
+from models.handoff.yolov5 import Pick, build_detection_model  # noqa: E402
+
+RECIPE = models.__file__.rsplit('/', 2)[0] + '/recipes/detect/yolov5-riformer_s12.yaml'
+
+
+def test_yolov5_detection_model_with_deploy_backbone(tmp_path):
+    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=4).eval()
+    path = tmp_path / 's12.deploy.safetensors'
+    models.save_model(path, models.reparameterize(model))
+    net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
+    assert isinstance(net, yolo.DetectionModel) and isinstance(net.model[1], Pick)
+    assert net.stride.tolist() == [8., 16., 32.]
+    x = torch.randn(1, 3, 64, 64)
+    reference = models.load_deploy(path, features_only=True, out_indices=(1, 2, 3))
+    with torch.no_grad():
+        for a, b in zip(reference(x), net.model[0](x)):
+            assert models.relative_error(a, b) == 0
+        assert net(x)[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 3 + 5)
+    with pytest.raises(models.CheckpointError, match='Index declares 128 channels, the backbone gives 80'):
+        build_detection_model(RECIPE, 'yolov5.models.yolo', backbone='fasternet_t0')

@@ -1,0 +1,65 @@
+"""EfficientViT / FasterNet deploy forms: BN folded, equal to the training forms in eval mode."""
+import pytest
+import torch
+
+import models
+from helpers import load_tool
+from models import efficient
+from models.handoff import DeployBackbone
+
+
+@torch.no_grad()
+def nontrivial(model, seed=0):
+    """Random BN statistics and affine parameters far from identity, and random layer scales."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.weight.copy_(1 + 0.4 * torch.randn(m.weight.shape, generator=g))
+            m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
+            m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.3 + torch.rand(m.running_var.shape, generator=g))
+    for name, p in model.named_parameters():
+        if name.endswith('layer_scale'):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    ('efficientvit_m0', {}),
+    ('fasternet_t0', {'layer_scale_init_value': 1.}),   # layer scale folded too
+])
+def test_deploy_equals_training(name, kwargs, tmp_path):
+    training = nontrivial(efficient.create_training(name, num_classes=10, **kwargs))
+    deploy = efficient.to_deploy(name, training)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in deploy.modules())
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        assert models.relative_error(training(x), deploy(x)) < 1e-5
+        stages = training.forward_intermediates(x, intermediates_only=True)
+    # Through a deploy file and the detector hand-off, by path.
+    efficient.save_efficient_deploy(tmp_path / 'd.safetensors', name, deploy)
+    backbone = DeployBackbone(str(tmp_path / 'd.safetensors'))
+    with torch.no_grad():
+        for a, b in zip(stages, backbone(x)):
+            assert models.relative_error(a, b) < 1e-5
+    assert backbone.strides == ([16, 32, 64] if 'vit' in name else [4, 8, 16, 32])
+
+
+def test_export_tool_writes_checked_deploy_file(tmp_path, capsys):
+    training = nontrivial(efficient.create_training('fasternet_t0', num_classes=1000))
+    torch.save(training.state_dict(), tmp_path / 'fn.pth')
+    export = load_tool('export')
+    code = export.main(['fasternet_t0', '--weights', str(tmp_path / 'fn.pth'), '--format', 'deploy',
+                        '-o', str(tmp_path / 'fn.deploy.safetensors'), '--image-size', '64'])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    deploy = DeployBackbone(str(tmp_path / 'fn.deploy.safetensors'), [1, 2, 3])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(training.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True), deploy(x)):
+            assert models.relative_error(a, b) < 1e-5
+
+
+def test_unknown_name():
+    with pytest.raises(models.CheckpointError, match="unknown efficient backbone 'fasternet_x'"):
+        efficient.create_training('fasternet_x')
