@@ -131,7 +131,7 @@ def run(recipe):
         t_in_epochs=False)
     mixup = build_mixup(recipe.data, num_classes)
 
-    state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'history': []}
+    state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'train_seconds': 0.0, 'history': []}
     resume_from = latest_checkpoint(out) if recipe.resume else None
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
@@ -152,8 +152,10 @@ def run(recipe):
         f'terms {criterion.active_terms(state["epoch"])}, imitated blocks {blocks if used else "-"}')
     start = time.perf_counter()
     last_ckpt = resume_from
-    metrics = {}
+    # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
+    metrics = {k: v for k, v in state['history'][-1].items() if k != 'epoch'} if state['history'] else {}
     for epoch in range(state['epoch'], cfg.epochs):
+        epoch_start = time.perf_counter()
         # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
         # restarts at 0 in a resumed process: set it through the loader.
         train_loader.set_epoch(epoch)
@@ -174,6 +176,7 @@ def run(recipe):
                 state['best_top1'] = metrics['val/top1']
                 if accelerator.is_main_process:
                     save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
+        state['train_seconds'] += time.perf_counter() - epoch_start
         state['history'].append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
         accelerator.log(metrics, step=state['num_updates'])
         say(f'epoch {epoch + 1}/{cfg.epochs} ' + ' '.join(
@@ -188,7 +191,8 @@ def run(recipe):
         summary = {
             'arch': recipe.student.arch, 'epochs': state['epoch'], 'num_updates': state['num_updates'],
             'final': metrics, 'best_top1': state['best_top1'], 'history': state['history'],
-            'train_seconds_this_session': round(time.perf_counter() - start, 2),
+            'train_seconds': round(state['train_seconds'], 2),     # all sessions of the run
+            'session_seconds': round(time.perf_counter() - start, 2),
             'processes': accelerator.num_processes,
         }
         write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2))

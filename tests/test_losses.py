@@ -1,0 +1,105 @@
+"""Loss terms against values computed by hand, and recorders."""
+import math
+
+import pytest
+import timm
+import torch
+
+import models  # noqa: F401  (registers riformer_mini / poolformer_mini)
+from distill.config import RecipeError
+from distill.losses import FeatureMSE, HardTargetKD, LabelCE, RelationMSE, SoftTargetKD, relation_matrix
+from distill.recorders import FeatureRecorder, check_pairs, default_imitated_blocks
+
+
+def softmax(row, T=1.):
+    e = [math.exp(v / T) for v in row]
+    return [v / sum(e) for v in e]
+
+
+@pytest.mark.parametrize('T', [1.0, 4.0])
+def test_soft_kd_is_batchmean_kl_times_t_squared(T):
+    s = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    t = [[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    expected = 0.
+    for srow, trow in zip(s, t):
+        ps, pt = softmax(srow, T), softmax(trow, T)
+        expected += sum(b * (math.log(b) - math.log(a)) for a, b in zip(ps, pt))
+    expected = expected / len(s) * T * T
+    got = SoftTargetKD(T)(torch.tensor(s), torch.tensor(t))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_hard_kd_is_ce_to_teacher_argmax():
+    s = torch.tensor([[1.0, 2.0, 0.5]])
+    t = torch.tensor([[0.0, 0.0, 9.0]])
+    expected = -math.log(softmax([1.0, 2.0, 0.5])[2])
+    assert HardTargetKD()(s, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_label_ce_skips_unlabelled_and_takes_soft_targets():
+    logits = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.5, 0.5]])
+    targets = torch.tensor([1, -1, 0])
+    expected = (-math.log(softmax([1.0, 2.0])[1]) - math.log(softmax([0.5, 0.5])[0])) / 2
+    assert LabelCE()(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+    assert LabelCE()(logits, torch.tensor([-1, -1, -1])).item() == 0.0
+    soft = torch.tensor([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]])
+    expected_soft = sum(-sum(p * math.log(q) for p, q in zip(prow, softmax(lrow)))
+                        for prow, lrow in zip(soft.tolist(), logits.tolist())) / 3
+    assert LabelCE()(logits, soft).item() == pytest.approx(expected_soft, rel=1e-6)
+
+
+def test_feature_mse_mean_and_batch_sum_over_blocks():
+    s1, t1 = torch.zeros(2, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]], [[[0.0, 2.0]]]])   # mean of squares 14/4
+    s2, t2 = torch.ones(2, 1, 2, 1), torch.ones(2, 1, 2, 1)                               # 0
+    assert FeatureMSE('mean')([s1, s2], [t1, t2]).item() == pytest.approx((14 / 4 + 0) / 2)
+    assert FeatureMSE('batch_sum')([s1, s2], [t1, t2]).item() == pytest.approx(2 * (14 / 4) / 2)
+
+
+def test_relation_mse_by_hand():
+    # One sample, C=2 features, 2 tokens (H=1, W=2).
+    ys = torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]])    # tokens (3,4) and (0,1)
+    yt = torch.tensor([[[[1.0, 1.0]], [[0.0, 1.0]]]])    # tokens (1,0) and (1,1)
+    def rel(tokens):
+        n = [[v / math.hypot(*tok) for v in tok] for tok in tokens]
+        return [[sum(a * b for a, b in zip(u, v)) for v in n] for u in n]
+    rs, rt = rel([(3, 4), (0, 1)]), rel([(1, 0), (1, 1)])
+    expected = sum((rs[i][j] - rt[i][j]) ** 2 for i in range(2) for j in range(2)) / 4
+    assert torch.allclose(relation_matrix(ys)[0], torch.tensor(rs))
+    assert RelationMSE()([ys], [yt]).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_teacher_inference_tensors_need_no_copy():
+    s = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with torch.inference_mode():
+        t = torch.randn(2, 3, 4, 4)
+        t_logits = torch.randn(2, 5)
+    loss = FeatureMSE()([s], [t]) + RelationMSE()([s], [t]) + SoftTargetKD(2.)(s.mean((2, 3)).repeat(1, 2)[:, :5], t_logits)
+    loss.backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
+def test_recorder_names_are_validated_with_close_matches():
+    model = timm.create_model('riformer_mini')
+    with pytest.raises(RecipeError, match="no module 'stages.0.block.0'.*close matches: stages.0.blocks.0"):
+        FeatureRecorder(model, ['stages.0.block.0'], 'student')
+
+
+def test_recorded_features_are_the_block_outputs_uncorrupted():
+    model = timm.create_model('riformer_mini').eval()
+    names = default_imitated_blocks(model)
+    assert names == ['stages.0.blocks.0', 'stages.1.blocks.0', 'stages.2.blocks.2', 'stages.3.blocks.0']
+    x = torch.randn(2, 3, 32, 32)
+    with FeatureRecorder(model, names) as rec:
+        model(x)
+        recorded = rec.take()
+    expected = model.forward_intermediates(x, intermediates_only=True)
+    for r, e in zip(recorded, expected):       # the last block of a stage is the stage output
+        assert torch.equal(r, e)
+
+
+def test_check_pairs_shape_mismatch():
+    student = timm.create_model('riformer_mini')
+    teacher = timm.create_model('poolformer_s12')
+    with pytest.raises(RecipeError, match='student output .* vs teacher'):
+        check_pairs(student, teacher, ['stages.0.blocks.0'], 32)
+    check_pairs(student, timm.create_model('poolformer_mini'), ['stages.2.blocks.2.token_mixer'], 32)

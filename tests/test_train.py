@@ -1,0 +1,194 @@
+"""The trainer end to end on digits: every digits recipe, resume, two processes, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import models
+from distill import train as train_mod
+from distill.criterion import DistillationCriterion
+from helpers import load_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / 'recipes' / 'digits'
+# Small and quick: 20% of digits for training (360 images), 1 epoch, no progress bar.
+FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 'train.log_every=2']
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def run_main(capsys, recipe, *overrides):
+    code = train_mod.main([str(recipe), *FAST, *overrides])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope='session')
+def teacher_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp('teacher')
+    assert train_mod.main([str(DIGITS / 'teacher.yaml'), *FAST, 'train.epochs=2', f'train.output_dir={out}']) == 0
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return out / 'model.safetensors'
+
+
+def tb_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = set()
+    for events in Path(run_dir, 'tb').rglob('events.out.tfevents.*'):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()['scalars'])
+    return tags
+
+
+@pytest.mark.parametrize('name', ['imitation', 'feature', 'plain'])
+def test_digits_recipe_one_epoch(name, teacher_ckpt, tmp_path, capsys):
+    out = tmp_path / name
+    teacher = [] if name == 'plain' else [f'teacher.checkpoint={teacher_ckpt}']
+    code, _, err = run_main(capsys, DIGITS / f'{name}.yaml', 'train.epochs=1', f'train.output_dir={out}', *teacher)
+    assert code == 0, err
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['epochs'] == 1 and summary['final']['val/top1'] > 20      # 10 classes: chance is 10
+    recipe = models.read_checkpoint(out / 'model.safetensors')
+    assert recipe.config.arch == 'riformer_mini'
+    tags = tb_tags(out)
+    assert {'lr', 'loss/total', 'val/top1', 'val/top5', 'train/top1', 'train/top5',
+            'train/images_per_sec', 'epoch_time'} <= tags
+    terms = {t for t in ('ce', 'soft', 'l_in_hidden', 'l_out', 'l_rel') if f'loss/{t}' in tags}
+    expected = {'imitation': {'soft', 'l_in_hidden', 'l_out', 'l_rel'}, 'feature': {'soft', 'l_in_hidden'},
+                'plain': {'ce'}}[name]
+    assert terms == expected
+    # The student file is what tools/reparam.py takes.
+    result = load_tool('reparam').reparam_checkpoint(out / 'model.safetensors', log=lambda *_: None)
+    assert result['max_rel_error'] < 1e-5
+
+
+def test_teacher_recipe_outputs(teacher_ckpt):
+    out = teacher_ckpt.parent
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['arch'] == 'poolformer_mini' and len(summary['history']) == 2
+    assert (out / 'best.safetensors').exists() and (out / 'checkpoints' / 'latest').read_text() == 'epoch_0002'
+    teacher = models.create_teacher('poolformer_mini', teacher_ckpt)   # the file is a usable teacher
+    assert teacher.num_classes == 10
+
+
+def _cmd(out, *extra):
+    return [sys.executable, str(ROOT / 'distill' / 'train.py'), str(DIGITS / 'imitation.yaml'), *FAST,
+            'train.epochs=3', 'train.checkpoint_every=1', 'distill.l_rel.end=1', 'distill.l_out.end=2',
+            f'train.output_dir={out}', *extra]
+
+
+def test_resume_after_kill_is_exact(teacher_ckpt, tmp_path):
+    t = f'teacher.checkpoint={teacher_ckpt}'
+    subprocess.run(_cmd(tmp_path / 'full', t), check=True, capture_output=True)
+    proc = subprocess.Popen(_cmd(tmp_path / 'killed', t), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / 'killed' / 'checkpoints' / 'epoch_0001' / 'train_state.json').exists():
+        assert proc.poll() is None and time.time() < deadline, 'run ended before its first checkpoint'
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / 'killed' / 'model.safetensors').exists()
+    # The last good checkpoint is loadable as it stands.
+    assert load_file(str(tmp_path / 'killed' / 'checkpoints' / 'epoch_0001' / 'model.safetensors'))
+    result = subprocess.run(_cmd(tmp_path / 'killed', t, 'resume=true'), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'resumed from' in result.stdout
+    a = load_file(str(tmp_path / 'full' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'killed' / 'model.safetensors'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes(teacher_ckpt, tmp_path):
+    out = tmp_path / 'mp'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+           '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           '--main_process_port', '29517',
+           str(ROOT / 'distill' / 'train.py'), str(DIGITS / 'imitation.yaml'), *FAST, 'train.epochs=1',
+           f'teacher.checkpoint={teacher_ckpt}', f'train.output_dir={out}']
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['processes'] == 2
+    ckpt = out / 'checkpoints' / 'epoch_0001'
+    assert (ckpt / 'rng_0.json').exists() and (ckpt / 'rng_1.json').exists()
+    assert 'global batch 64' in result.stdout        # 2 x 32: the lr scales with it
+
+
+def test_bad_inputs_fail_before_training(teacher_ckpt, tmp_path, capsys):
+    plain = DIGITS / 'plain.yaml'
+    cases = [
+        (plain, ['train.epoch=1'], "unknown recipe key 'train.epoch'"),
+        (plain, ['train.epochs=one'], 'train.epochs: expected int'),
+        (plain, ['data.source=folder', f'data.path={tmp_path / "nowhere"}'], 'no train/ folder'),
+        (plain, ['data.source=hf_disk', f'data.path={tmp_path / "nowhere"}'], 'no such directory'),
+        (DIGITS / 'imitation.yaml', ['teacher.arch=poolformer_s12', f'teacher.checkpoint={teacher_ckpt}'],
+         'shape mismatch: stem.conv.weight'),
+        (DIGITS / 'imitation.yaml', [f'teacher.checkpoint={tmp_path / "missing.safetensors"}'], 'no such file'),
+        (DIGITS / 'imitation.yaml', [f'teacher.checkpoint={teacher_ckpt}', 'distill.blocks=[stages.9.blocks.0]'],
+         "has no module 'stages.9.blocks.0"),
+        (tmp_path / 'none.yaml', [], 'no such recipe file'),
+    ]
+    for recipe, overrides, message in cases:
+        code, out, err = run_main(capsys, recipe, *overrides, f'train.output_dir={tmp_path / "bad"}')
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith('error: ') and message in lines[-1], (overrides, err)
+        assert not any('Traceback' in line for line in lines)
+    assert not (tmp_path / 'bad' / 'summary.json').exists()
+
+
+def test_output_dir_guard(tmp_path, capsys):
+    plain, out = DIGITS / 'plain.yaml', tmp_path / 'run'
+    assert run_main(capsys, plain, 'train.epochs=1', f'train.output_dir={out}')[0] == 0
+    code, _, err = run_main(capsys, plain, 'train.epochs=1', f'train.output_dir={out}')
+    assert code == 2 and 'already holds a run; pass resume=true' in err
+    code, _, err = run_main(capsys, plain, 'train.epochs=1', 'optim.lr=0.5', 'resume=true', f'train.output_dir={out}')
+    assert code == 2 and 'holds a different run (changed: optim.lr)' in err
+    # Resuming a finished run with more epochs continues it.
+    code, out_text, err = run_main(capsys, plain, 'train.epochs=2', 'resume=true', f'train.output_dir={out}')
+    assert code == 0, err
+    assert json.loads((out / 'summary.json').read_text())['epochs'] == 2
+
+
+def test_nan_loss_stops_naming_the_term(teacher_ckpt, tmp_path, capsys, monkeypatch):
+    original = DistillationCriterion.forward
+
+    def poisoned(self, images, logits, targets, epoch):
+        total, terms = original(self, images, logits, targets, epoch)
+        if epoch == 1:
+            terms['l_out'] = terms['l_out'] * float('nan')
+            total = total + terms['l_out']
+        return total, terms
+
+    monkeypatch.setattr(DistillationCriterion, 'forward', poisoned)
+    out = tmp_path / 'nan'
+    code, _, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=3', 'train.checkpoint_every=1',
+                            f'teacher.checkpoint={teacher_ckpt}', f'train.output_dir={out}')
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert 'non-finite loss at epoch 1' in line and 'l_out=nan' in line
+    assert f'last good checkpoint: {out / "checkpoints" / "epoch_0001"}' in line
+    assert (out / 'checkpoints' / 'latest').read_text() == 'epoch_0001'
+    assert load_file(str(out / 'checkpoints' / 'epoch_0001' / 'model.safetensors'))
+
+
+def test_cli_error_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / 'distill' / 'train.py'), str(DIGITS / 'plain.yaml'),
+                             'train.epochz=1'], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: unknown recipe key 'train.epochz'; did you mean epochs?"
