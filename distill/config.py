@@ -24,6 +24,9 @@ class StudentConfig:
     arch: str = 'riformer_mini'            # any timm name; RIFormer names get the deploy path
     init_from_teacher: bool = False        # copy the teacher's weights (all but the affine mixers)
     drop_path: float = 0.0
+    # affine: RIFormer's learnable mixer. identity: the mixer fixed to the identity (the block is
+    # x + ls1 * norm1(x)), the paper's "identity" student of Tables 1 and 7.
+    mixer: str = 'affine'
     pretrained_checkpoint: Optional[str] = None   # start from these weights (e.g. fine-tuning)
 
 
@@ -137,6 +140,11 @@ class Recipe:
             raise RecipeError('student.init_from_teacher needs teacher.checkpoint')
         if not any(getattr(d, n).weight != 0 for n in ('ce', 'soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')):
             raise RecipeError('every loss weight is 0: set distill.ce.weight or a distillation term')
+        if self.student.mixer not in ('affine', 'identity'):
+            raise RecipeError(f'student.mixer {self.student.mixer!r}: use affine or identity')
+        if self.student.mixer == 'identity' and (d.l_out.weight != 0 or d.l_in.weight != 0):
+            raise RecipeError('student.mixer=identity has no mixer of its own to imitate: set distill.l_out.weight '
+                              'and distill.l_in.weight to 0 (its mixer output is its norm1 output)')
         if data.source not in ('digits', 'folder', 'hf_disk', 'hf_name'):
             raise RecipeError(f'data.source {data.source!r}: use digits, folder, hf_disk or hf_name')
         if data.source != 'digits' and not data.path:

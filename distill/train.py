@@ -43,10 +43,25 @@ def build_student(recipe, num_classes):
     student = timm.create_model(cfg.arch, num_classes=num_classes, drop_path_rate=cfg.drop_path)
     if cfg.init_from_teacher:
         models.init_from_teacher(student, recipe.teacher.checkpoint)
+    if cfg.mixer == 'identity':
+        if not isinstance(student, models.RIFormer):
+            raise RecipeError(f'student.mixer=identity needs a RIFormer student, not {cfg.arch}')
+        fix_identity_mixer(student)
     if cfg.pretrained_checkpoint:
         sd = models.to_timm_names(models.read_tensors(cfg.pretrained_checkpoint)[0]).state_dict
         models.load_checked(student, sd, what=f'student checkpoint {cfg.pretrained_checkpoint}')
     return student
+
+
+@torch.no_grad()
+def fix_identity_mixer(student):
+    # affine(y) - y with s = 2, t = 0 is exactly y: an identity mixer in RIFormer's own
+    # parameterisation, so the student saves, reparameterizes and deploys like any other.
+    for block in student.modules():
+        if isinstance(block, models.RIFormerBlock):
+            block.token_mixer.affine.weight.fill_(2.)
+            block.token_mixer.affine.bias.zero_()
+            block.token_mixer.requires_grad_(False)
 
 
 def build_teachers(recipe, num_classes):
