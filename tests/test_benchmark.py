@@ -1,0 +1,155 @@
+"""tools/benchmark.py: smoke runs give well-formed tables and files, bad input one error line.
+Speeds are never asserted here: they live in the benchmark's output (docs/RESULTS.md)."""
+import copy
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import models
+from helpers import load_tool, randomize
+
+ROOT = Path(__file__).resolve().parents[1]
+benchmark = load_tool('benchmark')
+
+MINI_ROWS = [('poolformer_mini', 'timm'), ('riformer_mini', 'train'), ('riformer_mini', 'plain'),
+             ('riformer_mini', 'deploy'), ('riformer_mini', 'deploy-ref'), ('riformer_mini', 'deploy-ort')]
+
+
+def run_main(capsys, *args):
+    code = benchmark.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_rows(out):
+    """The printed table: header cells and one list of cells per row."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ['model', 'form'])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return lines[start], rows
+
+
+def test_smoke_run_table_markdown_csv(tmp_path, capsys):
+    md, table_csv = tmp_path / 'bench.md', tmp_path / 'bench.csv'
+    code, out, err = run_main(capsys, '--smoke', '--archs', 'mini', '--markdown', md, '--csv', table_csv)
+    assert code == 0, err
+    header, rows = table_rows(out)
+    for column in benchmark.COLUMNS:
+        assert column in header
+    assert [tuple(r[:2]) for r in rows] == MINI_ROWS
+    for r in rows:
+        assert r[2:4] == ['2', '32'] and float(r[4]) > 0 and r[5] == '-'   # one repetition: no spread
+    assert rows[0][-2] == '1.00x' and rows[0][-1].endswith('x') and rows[2][-1] == '1.00x'
+    assert 'load average at start' in out and 'nproc' in out
+
+    lines = [line for line in md.read_text().splitlines() if line.startswith('|')]
+    assert 'Command: `python tools/benchmark.py --smoke' in md.read_text()
+    cells = [[c.strip() for c in line.strip('|').split('|')] for line in lines]
+    assert cells[0] == benchmark.COLUMNS and all(set(c) <= set('-:') for c in cells[1])
+    assert [tuple(c[:2]) for c in cells[2:]] == MINI_ROWS
+    assert all(len(c) == len(benchmark.COLUMNS) for c in cells)
+
+    with open(table_csv, newline='') as f:
+        records = list(csv.DictReader(f))
+    assert [(r['model'], r['form']) for r in records] == MINI_ROWS
+    for r in records:
+        assert float(r['img_s']) > 0 and float(r['latency_ms']) > 0 and r['device'] == 'cpu'
+        assert float(r['img_s_min']) <= float(r['img_s']) <= float(r['img_s_max'])
+    assert float(records[0]['vs_poolformer']) == pytest.approx(1.0)
+    assert float(records[2]['vs_plain']) == pytest.approx(1.0)
+
+
+def test_context_families_and_form_filter(capsys):
+    code, out, err = run_main(capsys, '--smoke', '--archs', 'efficientvit_m0,fasternet_t0', '--img-size', 64,
+                              '--forms', 'timm,fused', '--min-time', 0)
+    assert code == 0, err
+    _, rows = table_rows(out)
+    assert [tuple(r[:2]) for r in rows] == [('efficientvit_m0', 'timm'), ('efficientvit_m0', 'fused'),
+                                            ('fasternet_t0', 'timm')]
+    assert all(r[-2:] == ['-', '-'] for r in rows)     # no PoolFormer / plain baseline in these groups
+
+
+def test_resolve_archs_aliases_wildcards_and_dedup():
+    cases = benchmark.resolve_archs('s12, poolformer_s12,riformer_s12')
+    assert [c.model for c in cases] == ['poolformer_s12'] + ['riformer_s12'] * 5
+    assert len(benchmark.resolve_archs('efficientvit')) == 2 * 6
+    assert {c.model for c in benchmark.resolve_archs('fasternet_t*')} == {'fasternet_t0', 'fasternet_t1', 'fasternet_t2'}
+
+
+def test_timing_is_interleaved_and_rotated():
+    calls = []
+    steps = {k: (lambda k=k: calls.append(k)) for k in 'abc'}
+    samples = benchmark.time_steps(steps, reps=3, warmup=1, min_time=0, sync=lambda: None, log=lambda *_: None)
+    assert calls == list('abc') + list('abc') + list('bca') + list('cab')
+    assert all(len(v) == 3 for v in samples.values())
+
+
+def test_speedups_against_group_baselines():
+    rows = [dict(group='s12', batch=16, role=role, img_s=v)
+            for role, v in (('poolformer', 10.), ('plain', 20.), ('', 30.))]
+    rows.append(dict(group='other', batch=16, role='', img_s=5.))
+    benchmark.add_speedups(rows)
+    assert [r['vs_poolformer'] for r in rows] == [1., 2., 3., None]
+    assert [r['vs_plain'] for r in rows] == [.5, 1., 1.5, None]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--archs', 'resnet50'], "unknown architecture 'resnet50'"),
+    (['--archs', 's12', '--forms', 'fused'], 'unknown form(s) fused'),
+    (['--batch-sizes', '0'], 'positive integers'),
+    (['--batch-sizes', 'x'], 'not a comma-separated list'),
+    (['--dtype', 'fp64'], 'invalid choice'),
+    (['--device', 'tpu'], "unknown device 'tpu'"),
+    (['--dtype', 'fp16'], 'fp16 needs --device cuda'),
+    (['--reps', '-1'], 'positive integer'),
+    (['--bogus'], 'unrecognized arguments'),
+])
+def test_bad_input_one_error_line(args, message, capsys):
+    try:
+        code = benchmark.main(['--smoke'] + args)
+    except SystemExit as e:      # argparse's errors exit; the tool's own return
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], err
+
+
+def test_cli_error_has_no_traceback():
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--archs', 'nope'],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith('error: ')
+    assert 'Traceback' not in result.stderr
+
+
+# The deploy form's oneDNN-fused CPU path (models/riformer.py) must compute the reference function.
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_deploy_path_is_exact_and_keeps_layout(channels_last):
+    model = randomize(timm.create_model('riformer_mini', num_classes=10)).eval()
+    fused = models.reparameterize(copy.deepcopy(model))
+    reference = copy.deepcopy(fused)
+    for block in reference.modules():
+        if isinstance(block, models.RIFormerBlock):
+            block.fused = False
+    x = torch.randn(3, 3, 48, 48) * 2 + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for a, b in [(model, fused), (reference, fused)]:
+            errors = models.compare_forms(a, b, x)
+            assert max(errors.values()) < 1e-5, errors
+        assert models.relative_error(model(x), fused(x)) < 1e-5      # the whole-trunk path of forward()
+        _, stages = fused.forward_intermediates(x)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(s.is_contiguous(memory_format=layout) for s in stages)
+    assert sorted(fused.state_dict()) == sorted(reference.state_dict())
