@@ -85,7 +85,7 @@ def check_finite(accelerator, loss, terms, epoch, update):
         bad = accelerator.reduce(bad, 'sum')
     if bad > 0:
         culprits = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ['total']
-        values = ', '.join(f'{n}={float(terms[n]) if n in terms else float(loss)}' for n in culprits)
+        values = ', '.join(f'{n}={float(terms[n].detach()) if n in terms else float(loss.detach())}' for n in culprits)
         raise NonFiniteLoss(f'non-finite loss at epoch {epoch}, update {update}: {values}')
 
 

@@ -103,3 +103,16 @@ def test_check_pairs_shape_mismatch():
     with pytest.raises(RecipeError, match='student output .* vs teacher'):
         check_pairs(student, teacher, ['stages.0.blocks.0'], 32)
     check_pairs(student, timm.create_model('poolformer_mini'), ['stages.2.blocks.2.token_mixer'], 32)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'batch_sum'])
+def test_relation_mse_matches_explicit_relation_matrices(reduction):
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 8, 5, 6, generator=g, requires_grad=True)
+    t = torch.randn(3, 8, 5, 6, generator=g)
+    explicit = (relation_matrix(s) - relation_matrix(t)).pow(2).mean() * (3 if reduction == 'batch_sum' else 1)
+    got = RelationMSE(reduction)([s], [t])
+    assert got.item() == pytest.approx(explicit.item(), rel=1e-5)
+    grad_got, = torch.autograd.grad(got, s)
+    grad_explicit, = torch.autograd.grad(explicit, s)
+    assert torch.allclose(grad_got, grad_explicit, rtol=1e-4, atol=1e-7)

@@ -11,9 +11,11 @@ repetition), so that load from other processes spreads over all rows instead of 
 A row reports the median over repetitions and the interquartile range.
 
 Rows come from *case families* (`FAMILIES`): a family turns an architecture token from `--archs`
-into a list of `Case`s, each of which builds one timed step. To add rows (say, training steps:
-a plain student step vs a module-imitation step), write a function `tokens -> List[Case]` whose
-cases' `make(settings, batch)` return a zero-argument step, and add a `Family` to `FAMILIES`.
+into a list of `Case`s, each of which builds one timed step. The `train_SIZE` family times
+training steps: a plain student step vs a module-imitation step (teacher + recorders + losses),
+so that the overhead of distillation is visible. To add rows, write a function
+`token -> List[Case]` whose cases' `make(settings, batch)` return a zero-argument step, and add
+a `Family` to `FAMILIES`.
 """
 import argparse
 import csv
@@ -212,6 +214,49 @@ def fasternet_cases(name: str) -> List[Case]:
             Case(name, 'slicing', name, torch_step(build('slicing')))]
 
 
+def training_cases(size: str) -> List[Case]:
+    """One optimizer step of a RIFormer student (forward, backward, AdamW): 'student-step' with
+    cross-entropy only, 'imitation-step' with the paper's module imitation (a frozen PoolFormer
+    teacher under inference mode, recorders at the last block of each stage, soft KD + L'_in +
+    L_out + L_rel) through the trainer's own criterion. img/s counts training images."""
+    from distill.config import DistillConfig, SoftTermConfig, TermConfig
+    from distill.criterion import DistillationCriterion
+    from distill.recorders import default_imitated_blocks
+
+    def make_step(imitation: bool):
+        def make(settings: Settings, batch: int) -> Step:
+            device = settings.device
+            student = timm.create_model(f'riformer_{size}', num_classes=settings.num_classes).to(device).train()
+            teacher = None
+            on = TermConfig(weight=1.0)
+            cfg = DistillConfig(ce=TermConfig(weight=1.0))
+            if imitation:
+                teacher = timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes)
+                teacher = teacher.eval().requires_grad_(False).to(device)
+                cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
+            if settings.channels_last:
+                student = student.to(memory_format=torch.channels_last)
+                teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
+            criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
+            optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
+            x = random_images(Settings(**{**settings.__dict__, 'dtype': 'fp32'}), batch)
+            y = torch.randint(0, settings.num_classes, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
+            amp = settings.dtype != 'fp32'
+
+            def step():
+                with torch.autocast(device.split(':')[0], dtype=settings.torch_dtype, enabled=amp):
+                    loss, _ = criterion(x, student(x), y, epoch=0)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            return step
+        return make
+
+    group = f'train-{size}'
+    return [Case(f'riformer_{size}', 'student-step', group, make_step(False), role='plain'),
+            Case(f'riformer_{size}', 'imitation-step', group, make_step(True))]
+
+
 FAMILIES = [
     Family('riformer', lambda: list(RIFORMER_SIZES), riformer_cases,
            aliases={**{f'riformer_{s}': [s] for s in RIFORMER_SIZES},
@@ -220,6 +265,8 @@ FAMILIES = [
            aliases={'efficientvit': timm.list_models('efficientvit_m*')}),
     Family('fasternet', lambda: timm.list_models('fasternet_*'), fasternet_cases,
            aliases={'fasternet': timm.list_models('fasternet_*')}),
+    # Training steps: `--archs train_s12` (or train_mini ...).
+    Family('train', lambda: [f'train_{s}' for s in RIFORMER_SIZES], lambda name: training_cases(name[len('train_'):])),
 ]
 
 
@@ -239,7 +286,7 @@ def resolve_archs(spec: str) -> List[Case]:
         if not matched:
             raise BenchmarkError(
                 f'unknown architecture {token!r}; use {", ".join(RIFORMER_SIZES)} (or riformer_/poolformer_ '
-                f'names), efficientvit_m0..m5, fasternet_t0..l, or a family name (efficientvit, fasternet)')
+                f'names), train_SIZE (training steps), efficientvit_m0..m5, fasternet_t0..l, or a family name (efficientvit, fasternet)')
     if not cases:
         raise BenchmarkError('no architectures given')
     return cases
