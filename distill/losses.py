@@ -68,17 +68,18 @@ class FeatureMSE(nn.Module):
 
 def relation_matrix(y: torch.Tensor) -> torch.Tensor:
     """R(Y) = Yn Yn^T per sample: tokens (HW of them, C features each) L2-normalised over C."""
-    tokens = _tokens(y)
+    tokens = _tokens(y).transpose(1, 2)                                 # N, HW, C
     return tokens @ tokens.transpose(1, 2)                               # N, HW, HW
 
 
 class RelationMSE(nn.Module):
     """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks.
 
-    The HW x HW matrices are never built: with A, B the normalised tokens (HW x C),
+    Early stages have many tokens and few channels (3,136 x 64 at 224 px): there the HW x HW
+    matrices are not built; with A, B the normalised tokens (HW x C),
     ||A A^T - B B^T||_F^2 = ||A^T A||_F^2 - 2 ||A^T B||_F^2 + ||B^T B||_F^2, three C x C Gram
-    products. At 224 px the first stage has 3,136 tokens of 64 channels: 50x fewer operations
-    and no 3136^2 matrix per image. Computed in float64, since the three terms nearly cancel.
+    products, in float64 because the three terms nearly cancel. Where HW <= C the explicit
+    matrices are cheaper and are used directly.
     """
 
     def __init__(self, reduction: str = 'mean'):
@@ -88,20 +89,26 @@ class RelationMSE(nn.Module):
     def forward(self, student_feats, teacher_feats):
         losses = []
         for s, t in zip(student_feats, teacher_feats):
-            a = _tokens(s).double()
-            with torch.no_grad():
-                b = _tokens(t).double()
-                bb = _gram(b, b).pow(2).sum()
-            sq_dist = _gram(a, a).pow(2).sum() - 2 * _gram(a, b).pow(2).sum() + bb
-            n, hw = a.shape[0], a.shape[1]
-            loss = (sq_dist / (n * hw * hw)).float()
+            n, c, hw = s.shape[0], s.shape[1], s[0, 0].numel()
+            if hw <= c:
+                with torch.no_grad():
+                    target = relation_matrix(t)
+                loss = (relation_matrix(s) - target).pow(2).mean()
+            else:
+                a = _tokens(s).double()
+                with torch.no_grad():
+                    b = _tokens(t).double()
+                    bb = _gram(b, b).pow(2).sum()
+                sq_dist = _gram(a, a).pow(2).sum() - 2 * _gram(a, b).pow(2).sum() + bb
+                loss = (sq_dist / (n * hw * hw)).float()
             losses.append(loss * n if self.reduction == 'batch_sum' else loss)
         return torch.stack(losses).mean()
 
 
 def _tokens(y):
-    return F.normalize(y.float().flatten(2).transpose(1, 2), dim=-1)     # N, HW, C
+    # N, C, HW: each token (a column) L2-normalised over C; this layout needs no transposes.
+    return F.normalize(y.float().flatten(2), dim=1)
 
 
 def _gram(a, b):
-    return a.transpose(1, 2) @ b                                         # N, C, C
+    return a @ b.transpose(1, 2)                                         # N, C, C

@@ -29,7 +29,7 @@ import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
     guard_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, flatten, load_recipe  # noqa: E402
-from distill.criterion import FEATURE_TERMS, DistillationCriterion  # noqa: E402
+from distill.criterion import FEATURE_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
@@ -135,8 +135,8 @@ def run(recipe):
                           f'lower train.batch_size')
     student, optimizer, train_loader, val_loader = accelerator.prepare(student, optimizer, train_loader, val_loader)
     for t in (teacher, logit_teacher):
-        if t is not None:
-            t.to(accelerator.device)     # frozen: never prepared, never DDP-wrapped, never saved
+        if t is not None:                # frozen: never prepared, never DDP-wrapped, never saved
+            prepare_teacher(t, accelerator.device)
     # The schedule runs in optimizer updates derived from the global batch, so it is the same
     # for any process count; it is not prepared (accelerate would step it once per process).
     updates_per_epoch = len(train_set) // global_batch

@@ -106,10 +106,11 @@ def test_check_pairs_shape_mismatch():
 
 
 @pytest.mark.parametrize('reduction', ['mean', 'batch_sum'])
-def test_relation_mse_matches_explicit_relation_matrices(reduction):
+@pytest.mark.parametrize('shape', [(3, 8, 5, 6), (3, 40, 3, 2)], ids=['gram_path', 'explicit_path'])
+def test_relation_mse_matches_explicit_relation_matrices(reduction, shape):
     g = torch.Generator().manual_seed(0)
-    s = torch.randn(3, 8, 5, 6, generator=g, requires_grad=True)
-    t = torch.randn(3, 8, 5, 6, generator=g)
+    s = torch.randn(*shape, generator=g, requires_grad=True)
+    t = torch.randn(*shape, generator=g)
     explicit = (relation_matrix(s) - relation_matrix(t)).pow(2).mean() * (3 if reduction == 'batch_sum' else 1)
     got = RelationMSE(reduction)([s], [t])
     assert got.item() == pytest.approx(explicit.item(), rel=1e-5)

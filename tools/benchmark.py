@@ -220,7 +220,7 @@ def training_cases(size: str) -> List[Case]:
     teacher under inference mode, recorders at the last block of each stage, soft KD + L'_in +
     L_out + L_rel) through the trainer's own criterion. img/s counts training images."""
     from distill.config import DistillConfig, SoftTermConfig, TermConfig
-    from distill.criterion import DistillationCriterion
+    from distill.criterion import DistillationCriterion, prepare_teacher
     from distill.recorders import default_imitated_blocks
 
     def make_step(imitation: bool):
@@ -231,8 +231,8 @@ def training_cases(size: str) -> List[Case]:
             on = TermConfig(weight=1.0)
             cfg = DistillConfig(ce=TermConfig(weight=1.0))
             if imitation:
-                teacher = timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes)
-                teacher = teacher.eval().requires_grad_(False).to(device)
+                teacher = prepare_teacher(
+                    timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes), device)
                 cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
             if settings.channels_last:
                 student = student.to(memory_format=torch.channels_last)
