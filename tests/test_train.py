@@ -192,3 +192,40 @@ def test_cli_error_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
         "error: unknown recipe key 'train.epochz'; did you mean epochs?"
+
+
+def _digit_images(n):
+    from distill.data import DigitsDataset
+    ds = DigitsDataset('train', 32, 0.2)
+    return [(ds.images[i], ds.targets[i]) for i in range(n)]
+
+
+def test_image_folder_and_saved_datasets_train(tmp_path, capsys):
+    """The non-embedded sources: an ImageNet-style folder and a `datasets` DatasetDict on disk."""
+    import datasets
+    items = _digit_images(120)
+    for split, chunk in (('train', items[:80]), ('val', items[80:])):
+        for i, (image, label) in enumerate(chunk):
+            folder = tmp_path / 'folder' / split / f'class_{label}'
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f'{i}.png')
+    features = datasets.Features({'img': datasets.Image(), 'digit': datasets.ClassLabel(num_classes=10)})
+    dd = datasets.DatasetDict({
+        'train': datasets.Dataset.from_dict({'img': [i for i, _ in items[:80]], 'digit': [l for _, l in items[:80]]}, features=features),
+        'test': datasets.Dataset.from_dict({'img': [i for i, _ in items[80:]], 'digit': [l for _, l in items[80:]]}, features=features),
+    })
+    dd.save_to_disk(str(tmp_path / 'hf'))
+    plain = DIGITS / 'plain.yaml'
+    code, _, err = run_main(capsys, plain, 'train.epochs=1', 'train.batch_size=16', 'data.source=folder',
+                            f'data.path={tmp_path / "folder"}', 'data.val_split=val', f'train.output_dir={tmp_path / "a"}')
+    assert code == 0, err
+    summary = json.loads((tmp_path / 'a' / 'summary.json').read_text())
+    assert summary['final']['val/top1'] >= 0 and summary['num_updates'] == 5
+    code, _, err = run_main(capsys, plain, 'train.epochs=1', 'train.batch_size=16', 'data.source=hf_disk',
+                            f'data.path={tmp_path / "hf"}', 'data.val_split=test', 'data.image_column=img',
+                            'data.label_column=digit', f'train.output_dir={tmp_path / "b"}')
+    assert code == 0, err
+    assert models.read_checkpoint(tmp_path / 'b' / 'model.safetensors').config.num_classes == 10
+    code, _, err = run_main(capsys, plain, 'data.source=hf_disk', f'data.path={tmp_path / "hf"}',
+                            f'train.output_dir={tmp_path / "c"}')
+    assert code == 2 and "no split 'validation' (splits: ['train', 'test'])" in err
