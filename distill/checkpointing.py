@@ -23,28 +23,18 @@ import numpy as np
 import torch
 import yaml
 
-from .config import RecipeError
+from .config import RecipeError, flat_keys
 
 # Recipe keys that may change when a run is resumed.
 RESUMABLE_CHANGES = {'resume', 'train.epochs', 'train.progress'}
-
-
-def _flat(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
 
 
 def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
     """Refuse to mix two runs in one directory; return the saved recipe path."""
     saved = out / 'recipe.yaml'
     if saved.exists():
-        old = _flat(yaml.safe_load(saved.read_text()) or {})
-        new = _flat(recipe_dict)
+        old = flat_keys(yaml.safe_load(saved.read_text()) or {})
+        new = flat_keys(recipe_dict)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
         if not resume:
             raise RecipeError(f'output_dir {out} already holds a run; pass resume=true to continue it '

@@ -243,17 +243,21 @@ def _coerce(hint, value, name):
     raise RecipeError(f'{name}: expected {getattr(hint, "__name__", hint)}, got {value!r}')
 
 
-def flatten(d: Dict[str, Any], prefix='') -> Dict[str, Any]:
-    """Nested recipe -> flat {'a.b': value} with TensorBoard-friendly values (no None, no lists)."""
+def flat_keys(d: Dict[str, Any], prefix='') -> Dict[str, Any]:
+    """Nested mapping -> {'a.b.c': value}."""
     out = {}
     for key, value in d.items():
-        name = f'{prefix}{key}'
         if isinstance(value, dict):
-            out.update(flatten(value, name + '.'))
-        elif value is None:
-            out[name] = 'none'
-        elif isinstance(value, (list, tuple)):
-            out[name] = ','.join(map(str, value))
+            out.update(flat_keys(value, f'{prefix}{key}.'))
         else:
-            out[name] = value
+            out[f'{prefix}{key}'] = value
     return out
+
+
+def flatten(d: Dict[str, Any]) -> Dict[str, Any]:
+    """Nested recipe -> flat {'a.b': value} with TensorBoard-friendly values (no None, no lists)."""
+    def friendly(value):
+        if value is None:
+            return 'none'
+        return ','.join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return {k: friendly(v) for k, v in flat_keys(d).items()}

@@ -39,27 +39,33 @@ def load_tool(name: str):
     return module
 
 
-def mmpretrain_layout(model, plain=False):
-    """An mmpretrain RIFormer checkpoint written out by hand from the documented key names
-    (REFERENCE section 3), independent of models.layouts."""
+def network_layout(model, prefix='', final_norm='norm', head='head', plain=False):
+    """A state dict in the original PoolFormer layout (`network.{2i}.{j}`, `patch_embed.proj`),
+    written out by hand from the documented key names (REFERENCE section 3), independent of
+    models.layouts. mmpretrain's is the same under `backbone.`, with `norm{2(S-1)}`, `head.fc`."""
     out = {}
     for name, t in model.state_dict().items():
         parts = name.split('.')
         if name.startswith('stem.conv.'):
-            out[f'backbone.patch_embed.proj.{parts[-1]}'] = t
+            out[f'{prefix}patch_embed.proj.{parts[-1]}'] = t
         elif '.downsample.conv.' in name:
-            out[f'backbone.network.{2 * int(parts[1]) - 1}.proj.{parts[-1]}'] = t
+            out[f'{prefix}network.{2 * int(parts[1]) - 1}.proj.{parts[-1]}'] = t
         elif '.blocks.' in name:
-            prefix = f'backbone.network.{2 * int(parts[1])}.{parts[3]}.'
             rest = '.'.join(parts[4:])
             rest = {'layer_scale1.scale': 'layer_scale_1', 'layer_scale2.scale': 'layer_scale_2'}.get(rest, rest)
             if plain and rest.startswith('norm1.'):
                 rest = rest.replace('norm1.', 'norm_reparam.')
-            out[prefix + rest] = t
+            out[f'{prefix}network.{2 * int(parts[1])}.{parts[3]}.{rest}'] = t
         elif name.startswith('head.norm.'):
-            out[f'backbone.norm{2 * (len(model.stages) - 1)}.{parts[-1]}'] = t
+            out[f'{prefix}{final_norm}.{parts[-1]}'] = t
         elif name.startswith('head.fc.'):
-            out[name] = t
+            out[f'{head}.{parts[-1]}'] = t
         else:
             raise AssertionError(name)
-    return {'meta': {'mmpretrain_version': '1.2.0', 'epoch': 300}, 'state_dict': out}
+    return out
+
+
+def mmpretrain_layout(model, plain=False):
+    """An mmpretrain RIFormer checkpoint, as mmpretrain saves it."""
+    sd = network_layout(model, 'backbone.', f'norm{2 * (len(model.stages) - 1)}', 'head.fc', plain)
+    return {'meta': {'mmpretrain_version': '1.2.0', 'epoch': 300}, 'state_dict': sd}

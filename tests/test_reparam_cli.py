@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import load_tool, mmpretrain_layout, randomize
+from helpers import load_tool, mmpretrain_layout, network_layout, randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 reparam = load_tool('reparam')
@@ -109,20 +109,7 @@ def test_mmdet_backbone_keys_are_ignored_not_fatal(tmp_path):
 
 def test_sail_poolformer_teacher_reproduces_original_head(tmp_path):
     timm_teacher = randomize(timm.create_model('poolformer_mini', num_classes=10), 5).eval()
-    sail = {}
-    for name, t in timm_teacher.state_dict().items():
-        p = name.split('.')
-        if name.startswith('stem.conv.'):
-            sail[f'patch_embed.proj.{p[-1]}'] = t
-        elif '.downsample.conv.' in name:
-            sail[f'network.{2 * int(p[1]) - 1}.proj.{p[-1]}'] = t
-        elif '.blocks.' in name:
-            rest = '.'.join(p[4:]).replace('layer_scale1.scale', 'layer_scale_1').replace('layer_scale2.scale', 'layer_scale_2')
-            sail[f'network.{2 * int(p[1])}.{p[3]}.{rest}'] = t
-        elif name.startswith('head.norm.'):
-            sail[f'norm.{p[-1]}'] = t
-        elif name.startswith('head.fc.'):
-            sail[f'head.{p[-1]}'] = t
+    sail = network_layout(timm_teacher)
     torch.save(sail, tmp_path / 'sail.pth')
     teacher = models.create_teacher('poolformer_mini', tmp_path / 'sail.pth')
     x = torch.randn(2, 3, 32, 32)

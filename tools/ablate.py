@@ -40,7 +40,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from distill.config import Recipe, RecipeError, load_recipe  # noqa: E402
+from distill.config import Recipe, RecipeError, flat_keys, load_recipe  # noqa: E402
 
 DEFAULT_CONFIG = 'recipes/digits/ablation.yaml'
 CONFIG_KEYS = {'output_dir', 'teacher', 'seeds', 'overrides', 'settings', 'variants'}
@@ -180,20 +180,10 @@ def plan(config: dict, out: Path, seeds, epochs, only, smoke) -> List[Run]:
     return runs
 
 
-def _flat(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
-
-
 def canonical(recipe: Recipe) -> str:
     """What a run computes: its recipe without the output folder; the label fraction only
     matters when a term uses labels (CE)."""
-    flat = {k: v for k, v in _flat(recipe.to_dict()).items() if k not in NON_RECIPE_KEYS}
+    flat = {k: v for k, v in flat_keys(recipe.to_dict()).items() if k not in NON_RECIPE_KEYS}
     if recipe.distill.ce.weight == 0:
         flat.pop('data.label_fraction')
     return json.dumps(flat, sort_keys=True, default=str)
@@ -202,13 +192,13 @@ def canonical(recipe: Recipe) -> str:
 def check_existing(runs: List[Run]):
     """A folder that holds a run of another recipe (e.g. other epochs) must not be skipped or
     resumed as if it were this one."""
-    defaults = _flat(Recipe().to_dict())
+    defaults = flat_keys(Recipe().to_dict())
     for run in runs:
         saved = run.dir / 'recipe.yaml'
         if run.alias_of is not None or not saved.is_file():
             continue
-        old = _flat(yaml.safe_load(saved.read_text()) or {})
-        new = _flat(run.recipe.to_dict())
+        old = flat_keys(yaml.safe_load(saved.read_text()) or {})
+        new = flat_keys(run.recipe.to_dict())
         changed = sorted(k for k in set(old) | set(new) if k not in NON_RECIPE_KEYS and old.get(k, defaults.get(k)) != new.get(k))
         if changed:
             raise AblateError(f'{run.dir} holds a run of another recipe (changed: {", ".join(changed[:4])}); '
