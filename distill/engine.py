@@ -10,20 +10,20 @@ class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or inf; the message names the term."""
 
 
-def topk_correct(logits, targets, ks=(1, 5)):
-    """Number of samples whose target is in the top-k, per k (targets < 0 are skipped)."""
+def topk_stats(logits, targets) -> torch.Tensor:
+    """[labelled samples, top-1 hits, top-5 hits] as a float64 tensor on the logits' device
+    (targets < 0 are unlabelled and skipped). Stays on the device: no sync per step."""
     keep = targets >= 0
-    logits, targets = logits[keep], targets[keep]
-    k_max = min(max(ks), logits.shape[1])
-    top = logits.topk(k_max, dim=1).indices
-    hits = top.eq(targets[:, None])
-    return [int(hits[:, :min(k, k_max)].any(dim=1).sum()) for k in ks], int(keep.sum())
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = top.eq(targets[:, None]) & keep[:, None]
+    return torch.stack([keep.sum(), hits[:, :1].any(dim=1).sum(), hits.any(dim=1).sum()]).double()
 
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
                     state: dict, cfg, log_every: int) -> Dict[str, float]:
     student.train()
-    sums, count, seen, correct = {}, 0, 0, [0, 0]
+    sums, count, seen = {}, 0, 0
+    stats = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
     start = time.perf_counter()
     bar = tqdm(loader, desc=f'epoch {epoch}', leave=False,
                disable=not (accelerator.is_local_main_process and cfg.train.progress))
@@ -45,38 +45,27 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
             state['num_updates'] += 1
             scheduler.step_update(state['num_updates'])
 
+        # Running sums stay tensors: converting to Python numbers here would sync every step.
         for name, value in [('total', loss), *terms.items()]:
-            sums[name] = sums.get(name, 0.) + float(value.detach())
+            sums[name] = sums.get(name, 0.) + value.detach().double()
         count += 1
         seen += images.shape[0]
-        (c1, c5), _ = topk_correct(logits.detach(), labels)
-        correct = [correct[0] + c1, correct[1] + c5]
+        stats += topk_stats(logits.detach(), labels)
         if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
             accelerator.log({f'loss/{k}': float(v.detach()) for k, v in [('total', loss), *terms.items()]}
                             | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
-        bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
+            bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
 
     elapsed = time.perf_counter() - start
-    totals = accelerator.reduce(torch.tensor([seen, *correct, count], dtype=torch.float64,
-                                             device=accelerator.device), 'sum')
-    labelled = accelerator.reduce(torch.tensor(_labelled(loader, seen), dtype=torch.float64,
-                                               device=accelerator.device), 'sum')
-    seen_all = float(totals[0])
+    labelled, top1, top5 = accelerator.reduce(stats, 'sum').tolist()
+    seen_all = float(accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), 'sum'))
     return {
-        **{f'loss/{k}': v / max(count, 1) for k, v in sums.items()},
-        'train/top1': 100. * float(totals[1]) / max(float(labelled), 1.),
-        'train/top5': 100. * float(totals[2]) / max(float(labelled), 1.),
+        **{f'loss/{k}': float(v) / max(count, 1) for k, v in sums.items()},
+        'train/top1': 100. * top1 / max(labelled, 1.),
+        'train/top5': 100. * top5 / max(labelled, 1.),
         'train/images_per_sec': seen_all / elapsed,
         'epoch_time': elapsed,
     }
-
-
-def _labelled(loader, seen):
-    # Train accuracy counts only labelled images (all of them unless label_fraction < 1);
-    # recomputing per batch would cost a sync, so use the dataset's labelled share.
-    dataset = getattr(loader, 'dataset', None)
-    share = getattr(dataset, 'labelled', None)
-    return seen * (float(share.mean()) if share is not None else 1.)
 
 
 def check_finite(accelerator, loss, terms, epoch, update):
@@ -94,17 +83,17 @@ def evaluate(accelerator, model, loader, teacher=None) -> Dict[str, float]:
     """Top-1/top-5 on the validation set, gathered across processes; with a teacher, also the
     share of images where student and teacher predict the same class."""
     model.eval()
-    correct, total, agree = [0, 0], 0, 0
+    stats, agree = torch.zeros(3, dtype=torch.float64, device=accelerator.device), 0
     for images, targets in loader:
         with accelerator.autocast():
             logits = model(images)
             t_logits = teacher(images) if teacher is not None else None
         gathered = accelerator.gather_for_metrics((logits, targets) if t_logits is None else (logits, targets, t_logits))
-        (c1, c5), n = topk_correct(gathered[0].float(), gathered[1])
-        correct, total = [correct[0] + c1, correct[1] + c5], total + n
+        stats += topk_stats(gathered[0].float(), gathered[1])
         if t_logits is not None:
-            agree += int(gathered[0].argmax(1).eq(gathered[2].argmax(1)).sum())
-    metrics = {'val/top1': 100. * correct[0] / max(total, 1), 'val/top5': 100. * correct[1] / max(total, 1)}
+            agree += gathered[0].argmax(1).eq(gathered[2].argmax(1)).sum()
+    total, top1, top5 = stats.tolist()
+    metrics = {'val/top1': 100. * top1 / max(total, 1), 'val/top5': 100. * top5 / max(total, 1)}
     if teacher is not None:
-        metrics['val/teacher_agreement'] = 100. * agree / max(total, 1)
+        metrics['val/teacher_agreement'] = 100. * float(agree) / max(total, 1)
     return metrics

@@ -117,3 +117,11 @@ def test_relation_mse_matches_explicit_relation_matrices(reduction, shape):
     grad_got, = torch.autograd.grad(got, s)
     grad_explicit, = torch.autograd.grad(explicit, s)
     assert torch.allclose(grad_got, grad_explicit, rtol=1e-4, atol=1e-7)
+
+
+def test_topk_stats_skip_unlabelled():
+    from distill.engine import topk_stats
+    logits = torch.tensor([[0.1, 0.9, 0.0, 0, 0, 0, -1.], [0.9, 0.1, 0.0, 0, 0, 0, -1.], [0., 0, 0, 0, 0, 0, 1.]])
+    # sample 0: label 1 is top-1; sample 1: label 6 is last (not in top-5); sample 2 unlabelled
+    assert topk_stats(logits, torch.tensor([1, 6, -1])).tolist() == [2.0, 1.0, 1.0]
+    assert topk_stats(logits, torch.tensor([2, 0, 6])).tolist() == [3.0, 2.0, 3.0]
