@@ -121,7 +121,8 @@ def test_relation_mse_matches_explicit_relation_matrices(reduction, shape):
 
 def test_topk_stats_skip_unlabelled():
     from distill.engine import topk_stats
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0, 0, 0, -1.], [0.9, 0.1, 0.0, 0, 0, 0, -1.], [0., 0, 0, 0, 0, 0, 1.]])
-    # sample 0: label 1 is top-1; sample 1: label 6 is last (not in top-5); sample 2 unlabelled
+    logits = torch.tensor([[.1, .9, .05, .04, .03, .02, -1.], [.9, .1, .05, .04, .03, .02, -1.], [.1, .9, .05, .04, .03, .02, 1.]])
+    # sample 0: label 1 is top-1; sample 1: label 6 is last (not in top-5); sample 2 unlabelled;
+    # then label 2 of sample 0 is third (top-5 only)
     assert topk_stats(logits, torch.tensor([1, 6, -1])).tolist() == [2.0, 1.0, 1.0]
     assert topk_stats(logits, torch.tensor([2, 0, 6])).tolist() == [3.0, 2.0, 3.0]
