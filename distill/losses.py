@@ -76,10 +76,11 @@ class RelationMSE(nn.Module):
     """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks.
 
     Early stages have many tokens and few channels (3,136 x 64 at 224 px): there the HW x HW
-    matrices are not built; with A, B the normalised tokens (HW x C),
-    ||A A^T - B B^T||_F^2 = ||A^T A||_F^2 - 2 ||A^T B||_F^2 + ||B^T B||_F^2, three C x C Gram
-    products, in float64 because the three terms nearly cancel. Where HW <= C the explicit
-    matrices are cheaper and are used directly.
+    matrices are not built. With A, B the normalised tokens (C x HW), P = A + B, Q = A - B:
+    A^T A - B^T B = (P^T Q + Q^T P) / 2, so
+    ||A^T A - B^T B||_F^2 = (<P P^T, Q Q^T> + <P Q^T, Q P^T>) / 2, from C x C products only.
+    Every term carries Q, so nothing large cancels and float32 suffices. Where HW <= C the
+    explicit matrices are cheaper and are used directly.
     """
 
     def __init__(self, reduction: str = 'mean'):
@@ -95,12 +96,13 @@ class RelationMSE(nn.Module):
                     target = relation_matrix(t)
                 loss = (relation_matrix(s) - target).pow(2).mean()
             else:
-                a = _tokens(s).double()
+                a = _tokens(s)
                 with torch.no_grad():
-                    b = _tokens(t).double()
-                    bb = _gram(b, b).pow(2).sum()
-                sq_dist = _gram(a, a).pow(2).sum() - 2 * _gram(a, b).pow(2).sum() + bb
-                loss = (sq_dist / (n * hw * hw)).float()
+                    b = _tokens(t)
+                p, q = a + b, a - b
+                pq = _gram(p, q)
+                sq_dist = 0.5 * ((_gram(p, p) * _gram(q, q)).sum() + (pq * pq.transpose(1, 2)).sum())
+                loss = sq_dist / (n * hw * hw)
             losses.append(loss * n if self.reduction == 'batch_sum' else loss)
         return torch.stack(losses).mean()
 

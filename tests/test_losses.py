@@ -126,3 +126,19 @@ def test_topk_stats_skip_unlabelled():
     # then label 2 of sample 0 is third (top-5 only)
     assert topk_stats(logits, torch.tensor([1, 6, -1])).tolist() == [2.0, 1.0, 1.0]
     assert topk_stats(logits, torch.tensor([2, 0, 6])).tolist() == [3.0, 2.0, 3.0]
+
+
+def test_relation_mse_stays_accurate_when_student_nears_teacher():
+    """The Gram path must not lose the small difference to cancellation (float64 reference)."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(2, 16, 28, 28, generator=g)
+    s = (t + 1e-3 * torch.randn(t.shape, generator=g)).requires_grad_(True)
+    def rel64(y):
+        tokens = torch.nn.functional.normalize(y.double().flatten(2), dim=1)
+        return tokens.transpose(1, 2) @ tokens
+    reference = (rel64(s) - rel64(t)).pow(2).mean()
+    got = RelationMSE()([s], [t])
+    assert got.item() == pytest.approx(reference.item(), rel=1e-3)
+    grad_got, = torch.autograd.grad(got, s)
+    grad_ref, = torch.autograd.grad(reference, s)
+    assert torch.allclose(grad_got, grad_ref, rtol=1e-2, atol=1e-3 * grad_ref.abs().max().item())
