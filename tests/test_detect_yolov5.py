@@ -29,3 +29,21 @@ def test_yolov5_detection_model_with_deploy_backbone(tmp_path):
         assert net(x)[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 3 + 5)
     with pytest.raises(models.CheckpointError, match='Index declares 128 channels, the backbone gives 80'):
         build_detection_model(RECIPE, 'yolov5.models.yolo', backbone='fasternet_t0')
+
+
+def test_yolov5_loss_reaches_the_backbone(tmp_path):
+    import yaml
+    from pathlib import Path
+    from yolov5.utils.loss import ComputeLoss
+    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=5).eval()
+    path = tmp_path / 's12.deploy.safetensors'
+    models.save_model(path, models.reparameterize(model))
+    net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).train()
+    hyp_file = Path(yolo.__file__).parents[1] / 'data' / 'hyps' / 'hyp.scratch-low.yaml'
+    net.hyp = yaml.safe_load(hyp_file.read_text())
+    x = torch.randn(2, 3, 64, 64)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 2, 0.3, 0.6, 0.2, 0.2]])   # image, class, xywh
+    loss, _ = ComputeLoss(net)(net(x), targets)
+    loss.sum().backward()
+    grads = [p.grad for p in net.model[0].parameters()]
+    assert torch.isfinite(loss).all() and all(g is not None and g.abs().sum() > 0 for g in grads)
