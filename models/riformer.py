@@ -56,10 +56,12 @@ def _fused_cpu_inference(x: torch.Tensor) -> bool:
 
 
 def _fused_deploy(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether every block under `module` will take the fused deploy path for input `x`."""
+    """Whether every block under `module` will take the fused deploy path for input `x`.
+    The cheap checks go first: a training forward never walks the modules."""
+    if module.training or not _fused_cpu_inference(x):
+        return False
     blocks = [m for m in module.modules() if isinstance(m, RIFormerBlock)]
-    return bool(blocks) and not module.training and _fused_cpu_inference(x) and all(
-        b.fused and b.form == 'deploy' for b in blocks)
+    return bool(blocks) and all(b.fused and b.form == 'deploy' for b in blocks)
 
 
 def arch_name(depths: Sequence[int], dims: Sequence[int]) -> Optional[str]:

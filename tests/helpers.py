@@ -69,3 +69,12 @@ def mmpretrain_layout(model, plain=False):
     """An mmpretrain RIFormer checkpoint, as mmpretrain saves it."""
     sd = network_layout(model, 'backbone.', f'norm{2 * (len(model.stages) - 1)}', 'head.fc', plain)
     return {'meta': {'mmpretrain_version': '1.2.0', 'epoch': 300}, 'state_dict': sd}
+
+
+def deploy_checkpoint(path, arch='riformer_s12', seed=0):
+    """A deploy checkpoint of `arch` with random non-trivial weights (no classifier) at `path`."""
+    import models
+    import timm
+    model = randomize(timm.create_model(arch, num_classes=0), seed).eval()
+    models.save_model(path, models.reparameterize(model))
+    return path

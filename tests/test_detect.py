@@ -14,7 +14,7 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import load_tool, randomize  # noqa: E402
+from helpers import deploy_checkpoint, load_tool, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import DeployBackbone, build_backbone  # noqa: E402
@@ -32,10 +32,7 @@ def ultralytics_settings(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def s12_deploy(tmp_path_factory):
-    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=3).eval()
-    path = tmp_path_factory.mktemp('ckpt') / 'riformer_s12.deploy.safetensors'
-    models.save_model(path, models.reparameterize(model))
-    return path
+    return deploy_checkpoint(tmp_path_factory.mktemp('ckpt') / 'riformer_s12.deploy.safetensors', seed=3)
 
 
 @pytest.fixture(scope='module')

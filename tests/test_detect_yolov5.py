@@ -2,11 +2,10 @@
 Skipped where `yolov5` is not installed (it is not a project dependency: it pulls roboflow,
 sahi, boto3, ...); verified with yolov5 7.0.14 installed on the side (docs/DETECTORS.md)."""
 import pytest
-import timm
 import torch
 
 import models
-from helpers import randomize
+from helpers import deploy_checkpoint
 
 yolo = pytest.importorskip('yolov5.models.yolo')
 from models.handoff.yolov5 import Pick, build_detection_model  # noqa: E402
@@ -15,9 +14,7 @@ RECIPE = models.__file__.rsplit('/', 2)[0] + '/recipes/detect/yolov5-riformer_s1
 
 
 def test_yolov5_detection_model_with_deploy_backbone(tmp_path):
-    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=4).eval()
-    path = tmp_path / 's12.deploy.safetensors'
-    models.save_model(path, models.reparameterize(model))
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=4)
     net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
     assert isinstance(net, yolo.DetectionModel) and isinstance(net.model[1], Pick)
     assert net.stride.tolist() == [8., 16., 32.]
@@ -35,9 +32,7 @@ def test_yolov5_loss_reaches_the_backbone(tmp_path):
     import yaml
     from pathlib import Path
     from yolov5.utils.loss import ComputeLoss
-    model = randomize(timm.create_model('riformer_s12', num_classes=0), seed=5).eval()
-    path = tmp_path / 's12.deploy.safetensors'
-    models.save_model(path, models.reparameterize(model))
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=5)
     net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).train()
     hyp_file = Path(yolo.__file__).parents[1] / 'data' / 'hyps' / 'hyp.scratch-low.yaml'
     net.hyp = yaml.safe_load(hyp_file.read_text())

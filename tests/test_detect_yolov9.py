@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 import yaml
 
@@ -23,6 +22,7 @@ if _utils is None or Path(_utils.origin).resolve().parents[1] != Path(yolo.__fil
 from yolo9.models.experimental import attempt_load  # noqa: E402
 from yolo9.utils.loss_tal import ComputeLoss  # noqa: E402
 
+from helpers import deploy_checkpoint  # noqa: E402
 from models.handoff.yolov5 import Pick, build_detection_model  # noqa: E402
 
 RECIPE = Path(models.__file__).resolve().parents[1] / 'recipes' / 'detect' / 'yolov9-riformer_s12.yaml'
@@ -31,12 +31,7 @@ HYP = Path(yolo.__file__).resolve().parents[1] / 'data' / 'hyps' / 'hyp.scratch-
 
 @pytest.fixture(scope='module')
 def s12_deploy(tmp_path_factory):
-    torch.manual_seed(0)
-    m = timm.create_model('riformer_s12', num_classes=0)
-    models.reparameterize(m)
-    path = tmp_path_factory.mktemp('ckpt') / 's12.deploy.safetensors'
-    models.save_model(path, m)
-    return path
+    return deploy_checkpoint(tmp_path_factory.mktemp('ckpt') / 's12.deploy.safetensors')
 
 
 def test_yolov9_detection_model_with_deploy_backbone(s12_deploy, tmp_path):
