@@ -83,12 +83,15 @@ class TermConfig:
 @dataclass
 class SoftTermConfig(TermConfig):
     temperature: float = 1.0
+    # The summed KL divided by N (batchmean) or by N x classes (numel: DeiT's soft distillation,
+    # which the paper follows; its lambdas are balanced against that size).
+    normalize: str = 'batchmean'
 
 
 @dataclass
 class DistillConfig:
     ce: TermConfig = field(default_factory=TermConfig)            # cross-entropy with labels
-    soft: SoftTermConfig = field(default_factory=SoftTermConfig)  # KL(student_T || teacher_T) T^2
+    soft: SoftTermConfig = field(default_factory=SoftTermConfig)  # KL(teacher_T || student_T) T^2
     hard: TermConfig = field(default_factory=TermConfig)          # CE to the teacher's argmax
     l_in: TermConfig = field(default_factory=TermConfig)          # MSE of norm1 outputs (mixer inputs)
     l_in_hidden: TermConfig = field(default_factory=TermConfig)   # L'_in: MSE of block outputs
@@ -153,6 +156,8 @@ class Recipe:
             raise RecipeError(f'data.label_fraction {data.label_fraction}: must be in (0, 1]')
         if data.label_fraction < 1 and (data.mixup or data.cutmix):
             raise RecipeError('data.label_fraction < 1 cannot be combined with mixup/cutmix (mixing blends labelled and unlabelled targets)')
+        if d.soft.normalize not in ('batchmean', 'numel'):
+            raise RecipeError(f'distill.soft.normalize {d.soft.normalize!r}: use batchmean or numel (DeiT)')
         if d.feature_reduction not in ('mean', 'batch_sum'):
             raise RecipeError(f'distill.feature_reduction {d.feature_reduction!r}: use mean or batch_sum')
         if self.train.mixed_precision not in ('no', 'bf16', 'fp16'):

@@ -38,7 +38,7 @@ class DistillationCriterion(nn.Module):
         self.logit_teacher = logit_teacher if logit_teacher is not None else teacher
         self.losses = nn.ModuleDict({
             'ce': LabelCE(label_smoothing),
-            'soft': SoftTargetKD(cfg.soft.temperature),
+            'soft': SoftTargetKD(cfg.soft.temperature, cfg.soft.normalize),
             'hard': HardTargetKD(),
             'l_in': FeatureMSE(cfg.feature_reduction),
             'l_in_hidden': FeatureMSE(cfg.feature_reduction),
