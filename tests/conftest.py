@@ -1,9 +1,27 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+
+# The suite must not touch the user's environment: every library that keeps settings or caches
+# under the home directory (ultralytics writes `runs_dir` into its settings file on import;
+# yolov5 its fonts; matplotlib its font cache; accelerate reads its default config from HF_HOME)
+# gets a temporary directory, set here, before any test module imports them. Subprocesses
+# inherit it.
+USER_DIRS = tempfile.mkdtemp(prefix='riformer-tests-home-')
+atexit.register(shutil.rmtree, USER_DIRS, ignore_errors=True)
+for var in ('YOLO_CONFIG_DIR', 'YOLOV5_CONFIG_DIR', 'MPLCONFIGDIR', 'HF_HOME', 'TORCH_HOME',
+            'XDG_CONFIG_HOME', 'XDG_CACHE_HOME'):
+    os.environ[var] = os.path.join(USER_DIRS, var.lower())
+    os.makedirs(os.environ[var], exist_ok=True)
+os.environ['YOLO_AUTOINSTALL'] = 'False'     # ultralytics: never pip-install from a test
+os.environ['YOLO_OFFLINE'] = '1'
+
 torch_threads = os.environ.get('TEST_TORCH_THREADS')
 if torch_threads:
     import torch

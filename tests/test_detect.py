@@ -3,9 +3,8 @@ and tools/detect.py (one tiny training epoch, no downloads), and one-line errors
 import os
 from pathlib import Path
 
-# Before ultralytics is imported anywhere: no pip installs, no network, settings in a temp dir.
-os.environ['YOLO_AUTOINSTALL'] = 'False'
-os.environ['YOLO_OFFLINE'] = '1'
+# Before ultralytics is imported: quiet. conftest.py already turned pip installs and network off
+# and put its settings into a temporary directory.
 os.environ.setdefault('YOLO_VERBOSE', 'False')
 
 import numpy as np  # noqa: E402
@@ -23,11 +22,6 @@ from models.handoff import yolo as handoff  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / 'recipes' / 'detect'
 detect = load_tool('detect')
-
-
-@pytest.fixture(scope='module', autouse=True)
-def ultralytics_settings(tmp_path_factory):
-    os.environ.setdefault('YOLO_CONFIG_DIR', str(tmp_path_factory.mktemp('ultralytics_cfg')))
 
 
 @pytest.fixture(scope='module')
