@@ -1,4 +1,4 @@
-"""tools/benchmark.py: smoke runs give well-formed tables and files, bad input one error line.
+"""distill.benchmark and tools/benchmark.py: smoke runs give well-formed tables and files, bad input one error line.
 Speeds are never asserted here: they live in the benchmark's output (docs/RESULTS.md)."""
 import copy
 import csv
@@ -11,17 +11,18 @@ import timm
 import torch
 
 import models
-from helpers import load_tool, randomize
+from distill import benchmark
+from helpers import randomize
+from tools import benchmark as benchmark_tool
 
 ROOT = Path(__file__).resolve().parents[1]
-benchmark = load_tool('benchmark')
 
 MINI_ROWS = [('poolformer_mini', 'timm'), ('riformer_mini', 'train'), ('riformer_mini', 'plain'),
              ('riformer_mini', 'deploy'), ('riformer_mini', 'deploy-ref'), ('riformer_mini', 'deploy-ort')]
 
 
 def run_main(capsys, *args):
-    code = benchmark.main([str(a) for a in args])
+    code = benchmark_tool.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -115,7 +116,7 @@ def test_speedups_against_group_baselines():
 ])
 def test_bad_input_one_error_line(args, message, capsys):
     try:
-        code = benchmark.main(['--smoke'] + args)
+        code = benchmark_tool.main(['--smoke'] + args)
     except SystemExit as e:      # argparse's errors exit; the tool's own return
         code = e.code
     err = capsys.readouterr().err

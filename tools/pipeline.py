@@ -12,9 +12,9 @@ Re-running continues finished or interrupted runs in --out (resume=true) instead
 """
 import argparse
 import json
+import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
+from distill.benchmark import time_steps  # noqa: E402
 from distill.config import load_recipe  # noqa: E402
 from evaluate import evaluate_checkpoint, load_for_eval  # noqa: E402  (tools/ is the script's dir)
 from reparam import reparam_checkpoint  # noqa: E402
@@ -37,19 +38,12 @@ def train(recipe, out, overrides):
 
 
 @torch.inference_mode()
-def images_per_second(model_a, model_b, x, rounds=7, reps=5):
-    """Median throughput of two models timed in alternation, so that load from anything else
-    on the machine hits both alike (tools/benchmark.py does this properly)."""
-    times = {0: [], 1: []}
-    for model in (model_a, model_b):
-        model(x)                                     # warm-up
-    for _ in range(rounds):
-        for i, model in enumerate((model_a, model_b)):
-            start = time.perf_counter()
-            for _ in range(reps):
-                model(x)
-            times[i].append(time.perf_counter() - start)
-    return [reps * x.shape[0] / sorted(t)[len(t) // 2] for t in times.values()]
+def images_per_second(model_a, model_b, x, rounds=7):
+    """Median throughput of two models, timed interleaved by the benchmark's timer so that load
+    from anything else on the machine hits both alike."""
+    steps = {0: lambda: model_a(x), 1: lambda: model_b(x)}
+    samples = time_steps(steps, reps=rounds, warmup=1, min_time=0.1, log=lambda *_: None)
+    return [x.shape[0] / statistics.median(s) for s in samples.values()]
 
 
 def main(argv=None):

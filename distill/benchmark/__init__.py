@@ -1,0 +1,50 @@
+"""Inference throughput and latency of RIFormer's forms next to PoolFormer and other backbones,
+and the cost of a module-imitation training step (`tools/benchmark.py` is its command line).
+
+Every row is measured in one process: all models are built first, warmed up, and then timed in
+interleaved repetitions (one measurement of each row per repetition, the order rotated every
+repetition), so that load from other processes spreads over all rows instead of hitting one.
+A row reports the median over repetitions and the interquartile range.
+
+    cases.py   settings, rows (`Case`) and the case families behind `--archs`
+    timing.py  the interleaved timer (also used by tools/pipeline.py)
+    report.py  medians, speedups, table / markdown / CSV
+"""
+from typing import List, Sequence
+
+from .cases import (
+    DTYPES, FAMILIES, RIFORMER_SIZES, BenchmarkError, Case, Family, Settings, ort_applicable, resolve_archs,
+    select_forms)
+from .report import (
+    COLUMNS, CSV_FIELDS, add_speedups, environment, format_markdown, format_table, summarize, write_csv)
+from .timing import load_average, synchronizer, time_steps
+
+
+def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[int], reps: int,
+                  warmup: int, min_time: float, log=print) -> List[dict]:
+    """Build every case at each batch size, time them interleaved, and return one row each."""
+    rows = []
+    for batch in batch_sizes:
+        steps = {}
+        for i, case in enumerate(cases):
+            if case.form.endswith('-ort') and not ort_applicable(settings):
+                log(f'  skip {case.model} {case.form}: ONNX Runtime rows run on CPU in fp32 only')
+                continue
+            log(f'  build {case.model} ({case.form}), batch {batch}')
+            steps[i] = case.make(settings, batch)
+        if not steps:
+            continue
+        log(f'timing {len(steps)} rows at batch {batch}: warm-up {warmup}, {reps} repetitions')
+        samples = time_steps(steps, reps, warmup, min_time, synchronizer(settings.device), log)
+        rows.extend(summarize(cases[i], batch, settings, s) for i, s in samples.items())
+        del steps
+    add_speedups(rows)
+    return rows
+
+
+__all__ = [
+    'BenchmarkError', 'COLUMNS', 'CSV_FIELDS', 'Case', 'DTYPES', 'FAMILIES', 'Family', 'RIFORMER_SIZES',
+    'Settings', 'add_speedups', 'environment', 'format_markdown', 'format_table', 'load_average',
+    'ort_applicable', 'resolve_archs', 'run_benchmark', 'select_forms', 'summarize', 'synchronizer',
+    'time_steps', 'write_csv',
+]

@@ -1,0 +1,300 @@
+"""What the benchmark times: settings, rows (`Case`) and the families that turn an
+architecture token into rows.
+
+Rows come from *case families* (`FAMILIES`): a family turns an architecture token from `--archs`
+into a list of `Case`s, each of which builds one timed step. The `train_SIZE` family times
+training steps: a plain student step vs a module-imitation step (teacher + recorders + losses),
+so that the overhead of distillation is visible. To add rows, write a function
+`token -> List[Case]` whose cases' `make(settings, batch)` return a zero-argument step, and add
+a `Family` to `FAMILIES`.
+"""
+import fnmatch
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional
+
+import timm
+import torch
+import torch.nn as nn
+
+import models  # registers riformer_* and poolformer_mini with timm
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+RIFORMER_SIZES = [name[len('riformer_'):] for name in models.ARCHS]     # s12 ... m48, mini
+
+
+class BenchmarkError(Exception):
+    """Bad input: reported as one `error:` line and exit code 2."""
+
+
+@dataclass
+class Settings:
+    """What every case is built and timed with (from the command line)."""
+    img_size: int = 224
+    device: str = 'cpu'
+    dtype: str = 'fp32'
+    channels_last: bool = False
+    compile: bool = False
+    threads: int = 1
+    num_classes: int = 1000
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def check(self) -> 'Settings':
+        """Raise BenchmarkError for a device / dtype pair that cannot run here."""
+        device = self.device
+        if device != 'cpu' and not device.startswith('cuda'):
+            raise BenchmarkError(f'unknown device {device!r}; use cpu or cuda[:N]')
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            raise BenchmarkError(f'device {device!r} asked for, but CUDA is not available here')
+        if self.dtype == 'fp16' and device == 'cpu':
+            raise BenchmarkError('fp16 needs --device cuda; use bf16 or fp32 on CPU')
+        return self
+
+
+Step = Callable[[], object]
+
+
+@dataclass
+class Case:
+    """One table row: a model in one form. `make(settings, batch)` builds everything the row
+    needs and returns the step to time (one call = one batch). Rows sharing a `group` share the
+    speedup baselines: the case with role 'poolformer' and the one with role 'plain'."""
+    model: str
+    form: str
+    group: str
+    make: Callable[[Settings, int], Step]
+    role: str = ''
+
+
+@dataclass
+class Family:
+    """Architecture tokens a family accepts (timm-style wildcards allowed) and its rows."""
+    name: str
+    names: Callable[[], List[str]]
+    cases: Callable[[str], List[Case]]
+    aliases: Dict[str, List[str]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: an eval-mode torch model, or an ONNX Runtime session
+
+
+def prepare_model(model: nn.Module, settings: Settings) -> nn.Module:
+    model = model.eval().requires_grad_(False).to(settings.device, settings.torch_dtype)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if settings.compile else model
+
+
+def random_images(settings: Settings, batch: int) -> torch.Tensor:
+    # Seeded, so that every row of a run sees the same batch.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, settings.img_size, settings.img_size, generator=g)
+    x = x.to(settings.device, settings.torch_dtype)
+    return x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
+
+
+def torch_step(build: Callable[[Settings], nn.Module]) -> Callable[[Settings, int], Step]:
+    def make(settings: Settings, batch: int) -> Step:
+        model = prepare_model(build(settings), settings)
+        x = random_images(settings, batch)
+
+        def step():
+            with torch.inference_mode():
+                return model(x)
+        return step
+    return make
+
+
+def onnxruntime_step(build: Callable[[Settings], nn.Module]) -> Callable[[Settings, int], Step]:
+    """Export the model (fp32, dynamic batch) to a temporary file and time an ORT CPU session."""
+    def make(settings: Settings, batch: int) -> Step:
+        import onnxruntime as ort
+        model = build(settings).eval().float()
+        sample = torch.randn(1, 3, settings.img_size, settings.img_size)
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation notice
+            path = os.path.join(tmp, 'model.onnx')
+            torch.onnx.export(
+                model, (sample,), path, dynamo=False, input_names=['images'], output_names=['logits'],
+                dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = settings.threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # ORT's pool busy-waits after each run; that would steal the next row's cores.
+            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+            session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        x = random_images(Settings(img_size=settings.img_size), batch).numpy()
+        return lambda: session.run(None, {'images': x})
+    return make
+
+
+def ort_applicable(settings: Settings) -> bool:
+    return settings.device == 'cpu' and settings.dtype == 'fp32'
+
+
+# ---------------------------------------------------------------------------------------------
+# Case families
+
+
+def riformer_cases(size: str) -> List[Case]:
+    """PoolFormer (timm); RIFormer in training form, plain deploy form (affine folded into norm1
+    only, as mmpretrain), deploy form (every fold; oneDNN-fused forward on CPU), deploy-ref (the
+    deploy weights through the reference forward, without the fused path) and the deploy form
+    under ONNX Runtime ('deploy-ort')."""
+    teacher, student = f'poolformer_{size}', f'riformer_{size}'
+
+    def trained(settings):
+        # Affine and layer-scale values away from their init (s=1, ls=1e-5), like a trained
+        # model's, so that every fold has something to fold.
+        model = timm.create_model(student, pretrained=False, num_classes=settings.num_classes)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if 'token_mixer' in name or 'layer_scale' in name:
+                    noise = 0.1 * torch.randn(p.shape, generator=g)
+                    p.copy_(1 + noise if name.endswith('affine.weight') else noise)
+        return model
+
+    def form(name, fused=True):
+        def build(settings):
+            model = models.reparameterize(trained(settings), name)
+            for block in model.modules():
+                if isinstance(block, models.RIFormerBlock):
+                    block.fused = fused
+            return model
+        return build
+
+    def poolformer(settings):
+        return timm.create_model(teacher, pretrained=False, num_classes=settings.num_classes)
+
+    return [
+        Case(teacher, 'timm', size, torch_step(poolformer), role='poolformer'),
+        Case(student, 'train', size, torch_step(trained)),
+        Case(student, 'plain', size, torch_step(form('plain')), role='plain'),
+        Case(student, 'deploy', size, torch_step(form('deploy'))),
+        Case(student, 'deploy-ref', size, torch_step(form('deploy', fused=False))),
+        Case(student, 'deploy-ort', size, onnxruntime_step(form('deploy'))),
+    ]
+
+
+def efficientvit_cases(name: str) -> List[Case]:
+    """timm EfficientViT (MSRA) as built, and with its BatchNorms fused (timm's
+    reparameterize_model calls every module's fuse())."""
+    from timm.utils.model import reparameterize_model
+
+    def build(settings):
+        return timm.create_model(name, pretrained=False, num_classes=settings.num_classes,
+                                 img_size=settings.img_size)
+
+    def fused(settings):
+        return reparameterize_model(build(settings).eval())
+
+    return [Case(name, 'timm', name, torch_step(build)), Case(name, 'fused', name, torch_step(fused))]
+
+
+def fasternet_cases(name: str) -> List[Case]:
+    """timm FasterNet, with the default split/cat partial conv and the in-place 'slicing'
+    variant meant for inference (it has no fuse())."""
+    def build(fw_type):
+        return lambda settings: timm.create_model(
+            name, pretrained=False, num_classes=settings.num_classes, pconv_fw_type=fw_type)
+
+    return [Case(name, 'timm', name, torch_step(build('split_cat'))),
+            Case(name, 'slicing', name, torch_step(build('slicing')))]
+
+
+def training_cases(size: str) -> List[Case]:
+    """One optimizer step of a RIFormer student (forward, backward, AdamW): 'student-step' with
+    cross-entropy only, 'imitation-step' with the paper's module imitation (a frozen PoolFormer
+    teacher under inference mode, recorders at the last block of each stage, soft KD + L'_in +
+    L_out + L_rel) through the trainer's own criterion. img/s counts training images."""
+    from distill.config import DistillConfig, SoftTermConfig, TermConfig
+    from distill.criterion import DistillationCriterion, prepare_teacher
+    from distill.recorders import default_imitated_blocks
+
+    def make_step(imitation: bool):
+        def make(settings: Settings, batch: int) -> Step:
+            device = settings.device
+            student = timm.create_model(f'riformer_{size}', num_classes=settings.num_classes).to(device).train()
+            teacher = None
+            on = TermConfig(weight=1.0)
+            cfg = DistillConfig(ce=TermConfig(weight=1.0))
+            if imitation:
+                teacher = prepare_teacher(
+                    timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes), device)
+                cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
+            if settings.channels_last:
+                student = student.to(memory_format=torch.channels_last)
+                teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
+            criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
+            optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
+            x = random_images(replace(settings, dtype='fp32'), batch)
+            y = torch.randint(0, settings.num_classes, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
+            amp = settings.dtype != 'fp32'
+
+            def step():
+                with torch.autocast(device.split(':')[0], dtype=settings.torch_dtype, enabled=amp):
+                    loss, _ = criterion(x, student(x), y, epoch=0)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            return step
+        return make
+
+    group = f'train-{size}'
+    return [Case(f'riformer_{size}', 'student-step', group, make_step(False), role='plain'),
+            Case(f'riformer_{size}', 'imitation-step', group, make_step(True))]
+
+
+FAMILIES = [
+    Family('riformer', lambda: list(RIFORMER_SIZES), riformer_cases,
+           aliases={**{f'riformer_{s}': [s] for s in RIFORMER_SIZES},
+                    **{f'poolformer_{s}': [s] for s in RIFORMER_SIZES}}),
+    Family('efficientvit', lambda: timm.list_models('efficientvit_m*'), efficientvit_cases,
+           aliases={'efficientvit': timm.list_models('efficientvit_m*')}),
+    Family('fasternet', lambda: timm.list_models('fasternet_*'), fasternet_cases,
+           aliases={'fasternet': timm.list_models('fasternet_*')}),
+    # Training steps: `--archs train_s12` (or train_mini ...).
+    Family('train', lambda: [f'train_{s}' for s in RIFORMER_SIZES], lambda name: training_cases(name[len('train_'):])),
+]
+
+
+def resolve_archs(spec: str) -> List[Case]:
+    """`s12,s24,efficientvit_m*,fasternet` -> the cases of every token, in order, once each."""
+    cases, seen = [], set()
+    for token in [t.strip().lower() for t in spec.split(',') if t.strip()]:
+        matched = False
+        for family in FAMILIES:
+            known = family.names()
+            names = family.aliases.get(token) or fnmatch.filter(known, token)
+            for name in names:
+                matched = True
+                if (family.name, name) not in seen:
+                    seen.add((family.name, name))
+                    cases.extend(family.cases(name))
+        if not matched:
+            raise BenchmarkError(
+                f'unknown architecture {token!r}; use {", ".join(RIFORMER_SIZES)} (or riformer_/poolformer_ '
+                f'names), train_SIZE (training steps), efficientvit_m0..m5, fasternet_t0..l, or a family name (efficientvit, fasternet)')
+    if not cases:
+        raise BenchmarkError('no architectures given')
+    return cases
+
+
+def select_forms(cases: List[Case], forms: Optional[str]) -> List[Case]:
+    """Only the cases whose form is in the comma-separated `forms` (all when empty)."""
+    if not forms:
+        return cases
+    wanted = {f.strip() for f in forms.split(',') if f.strip()}
+    known = {c.form for c in cases}
+    unknown = wanted - known
+    if unknown:
+        raise BenchmarkError(f'unknown form(s) {", ".join(sorted(unknown))}; these archs have {", ".join(sorted(known))}')
+    return [c for c in cases if c.form in wanted]
