@@ -37,12 +37,25 @@ class TeacherConfig:
 
 
 @dataclass
+class ClutterConfig:
+    """data.source=clutter_digits: how its images are drawn (distill/clutter.py); the canvas is
+    data.image_size, sizes are in pixels, ranges inclusive."""
+    train_images: int = 10000
+    val_images: int = 2000
+    digit_size: List[int] = field(default_factory=lambda: [24, 40])      # the labelled digit's side
+    clutter: int = 6                                                      # fragments per image
+    fragment_cells: List[int] = field(default_factory=lambda: [2, 4])    # fragment side in 8x8 digit cells
+    fragment_size: List[int] = field(default_factory=lambda: [10, 18])   # pasted fragment side
+
+
+@dataclass
 class DataConfig:
-    source: str = 'digits'                  # digits | folder | hf_disk | hf_name
+    source: str = 'digits'                  # digits | clutter_digits | folder | hf_disk | hf_name
     path: Optional[str] = None              # folder / hf_disk: a directory; hf_name: dataset name
     train_split: str = 'train'
     val_split: str = 'validation'           # for digits: a held-out fraction (val_fraction)
-    val_fraction: float = 0.2               # digits only
+    val_fraction: float = 0.2               # digits, clutter_digits: share of source digits held out
+    clutter: ClutterConfig = field(default_factory=ClutterConfig)   # clutter_digits only
     image_column: str = 'image'
     label_column: str = 'label'
     image_size: int = 224
@@ -148,9 +161,11 @@ class Recipe:
         if self.student.mixer == 'identity' and (d.l_out.weight != 0 or d.l_in.weight != 0):
             raise RecipeError('student.mixer=identity has no mixer of its own to imitate: set distill.l_out.weight '
                               'and distill.l_in.weight to 0 (its mixer output is its norm1 output)')
-        if data.source not in ('digits', 'folder', 'hf_disk', 'hf_name'):
-            raise RecipeError(f'data.source {data.source!r}: use digits, folder, hf_disk or hf_name')
-        if data.source != 'digits' and not data.path:
+        if data.source not in EMBEDDED_SOURCES + ('folder', 'hf_disk', 'hf_name'):
+            raise RecipeError(f'data.source {data.source!r}: use digits, clutter_digits, folder, hf_disk or hf_name')
+        if data.source == 'clutter_digits':
+            _check_clutter(data)
+        if data.source not in EMBEDDED_SOURCES and not data.path:
             raise RecipeError(f'data.path is required for data.source={data.source}')
         if not 0 < data.label_fraction <= 1:
             raise RecipeError(f'data.label_fraction {data.label_fraction}: must be in (0, 1]')
@@ -168,6 +183,25 @@ class Recipe:
         if self.optim.grad_accum < 1:
             raise RecipeError('optim.grad_accum must be at least 1')
         return self
+
+
+EMBEDDED_SOURCES = ('digits', 'clutter_digits')    # generated from scikit-learn's digits, no path
+
+
+def _check_clutter(data: DataConfig):
+    c = data.clutter
+    for name in ('digit_size', 'fragment_cells', 'fragment_size'):
+        lo_hi = getattr(c, name)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+            raise RecipeError(f'data.clutter.{name} {lo_hi}: expected [low, high] with 0 < low <= high')
+    for name in ('digit_size', 'fragment_size'):
+        if getattr(c, name)[1] > data.image_size:
+            raise RecipeError(f'data.clutter.{name} {getattr(c, name)}: larger than the canvas '
+                              f'(data.image_size {data.image_size})')
+    if c.fragment_cells[1] > 8:
+        raise RecipeError(f'data.clutter.fragment_cells {c.fragment_cells}: a digit has 8x8 cells')
+    if c.clutter < 0 or c.train_images < 1 or c.val_images < 1:
+        raise RecipeError('data.clutter: clutter must be >= 0, train_images and val_images >= 1')
 
 
 # --- parsing -----------------------------------------------------------------------------------
