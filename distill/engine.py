@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass (DeiT's engine.py, on Accelerate)."""
+import sys
 import time
 from typing import Dict
 
@@ -25,9 +26,9 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
     sums, count, seen = {}, 0, 0
     stats = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f'epoch {epoch}', leave=False,
-               disable=not (accelerator.is_local_main_process and cfg.train.progress))
-    for images, targets in bar:
+    progress = Progress(loader, epoch, cfg.train.epochs,
+                        enabled=accelerator.is_local_main_process and cfg.train.progress)
+    for images, targets in progress:
         labels = targets
         if mixup is not None:
             images, targets = mixup(images, targets)
@@ -54,7 +55,7 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
             accelerator.log({f'loss/{k}': float(v.detach()) for k, v in [('total', loss), *terms.items()]}
                             | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
-            bar.set_postfix(loss=f'{float(loss.detach()):.4f}')
+            progress.report(float(loss.detach()), optimizer.param_groups[0]['lr'])
 
     elapsed = time.perf_counter() - start
     labelled, top1, top5 = accelerator.reduce(stats, 'sum').tolist()
@@ -66,6 +67,30 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         'train/images_per_sec': seen_all / elapsed,
         'epoch_time': elapsed,
     }
+
+
+class Progress:
+    """Per-step progress of one epoch: a tqdm bar on a terminal; in a redirected log (no
+    terminal), one plain line per log interval instead of tqdm's carriage-return frames.
+    Epochs count from 1, as in the epoch line."""
+
+    def __init__(self, loader, epoch: int, epochs: int, enabled: bool):
+        self.loader, self.steps = loader, len(loader)
+        self.label = f'epoch {epoch + 1}/{epochs}'
+        self.bar = tqdm(loader, desc=self.label, leave=False) if enabled and sys.stderr.isatty() else None
+        self.lines = enabled and self.bar is None
+        self.step = 0
+
+    def __iter__(self):
+        for item in (self.bar if self.bar is not None else self.loader):
+            self.step += 1
+            yield item
+
+    def report(self, loss: float, lr: float):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}')
+        elif self.lines:
+            print(f'{self.label} step {self.step}/{self.steps} loss {loss:.4f} lr {lr:.2e}', flush=True)
 
 
 def check_finite(accelerator, loss, terms, epoch, update):

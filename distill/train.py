@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
     guard_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
-from distill.config import RecipeError, flatten, load_recipe  # noqa: E402
+from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import FEATURE_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
+from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from models import CheckpointError  # noqa: E402
 
@@ -155,16 +156,16 @@ def run(recipe):
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
-    if state['epoch'] == 0 and not state['history']:
-        accelerator.init_trackers('tb', config=flatten(recipe_dict))
-    else:
-        accelerator.init_trackers('tb')
+    accelerator.init_trackers('tb')
+    if resume_from is None and accelerator.is_main_process:
+        write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
+                              has_teacher=(logit_teacher or teacher) is not None)
 
     unwrapped = accelerator.unwrap_model(student)
     say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
         f'{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, '
         f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
-        f'terms {criterion.active_terms(state["epoch"])}, imitated blocks {blocks if used else "-"}')
+        f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}')
     start = time.perf_counter()
     last_ckpt = resume_from
     # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
@@ -174,6 +175,7 @@ def run(recipe):
         # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
         # restarts at 0 in a resumed process: set it through the loader.
         train_loader.set_epoch(epoch)
+        accelerator.log(term_weights(recipe.distill, epoch), step=state['num_updates'])
         try:
             train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
                                             scheduler, mixup, epoch, state, recipe, cfg.log_every)
@@ -193,9 +195,8 @@ def run(recipe):
                     save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
         state['train_seconds'] += time.perf_counter() - epoch_start
         state['history'].append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
-        accelerator.log(metrics, step=state['num_updates'])
-        say(f'epoch {epoch + 1}/{cfg.epochs} ' + ' '.join(
-            f'{k.split("/")[-1]} {v:.4g}' for k, v in metrics.items() if k.startswith(('val/', 'loss/total'))))
+        accelerator.log(metrics | term_weights(recipe.distill, epoch), step=state['num_updates'])
+        say(epoch_line(epoch, cfg.epochs, metrics, criterion.active_terms(epoch)))
         if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
             last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints)
 

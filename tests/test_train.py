@@ -229,3 +229,56 @@ def test_image_folder_and_saved_datasets_train(tmp_path, capsys):
     code, _, err = run_main(capsys, plain, 'data.source=hf_disk', f'data.path={tmp_path / "hf"}',
                             f'train.output_dir={tmp_path / "c"}')
     assert code == 2 and "no split 'validation' (splits: ['train', 'test'])" in err
+
+
+def _tb_run(run_dir):
+    """(scalars {tag: [(step, value)]}, hparams {name: value}, hparam metric tags, text tags,
+    number of session starts) of a run folder; fails if TensorBoard would see subfolder runs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    tb = Path(run_dir, 'tb')
+    assert [p for p in tb.iterdir() if p.is_dir()] == []          # one run: no timestamped subfolders
+    acc = EventAccumulator(str(tb), size_guidance={'scalars': 0, 'tensors': 0})
+    acc.Reload()
+    scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()['scalars']}
+    content = acc.PluginTagToContent('hparams')
+    data = plugin_data_pb2.HParamsPluginData.FromString(content['_hparams_/session_start_info'])
+    hparams = {k: v.WhichOneof('kind') and getattr(v, v.WhichOneof('kind'))
+               for k, v in data.session_start_info.hparams.items()}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content['_hparams_/experiment']).experiment
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    starts = sum(v.tag == '_hparams_/session_start_info' for f in tb.glob('events.out.tfevents.*')
+                 for e in EventFileLoader(str(f)).Load() for v in e.summary.value)
+    return scalars, hparams, metric_tags, set(acc.Tags()['tensors']), starts
+
+
+def test_tensorboard_one_run_with_hparams_metrics_and_term_weights(teacher_ckpt, tmp_path, capsys):
+    out = tmp_path / 'tb_run'
+    args = [f'teacher.checkpoint={teacher_ckpt}', f'train.output_dir={out}', 'distill.l_rel.end=1',
+            'train.progress=true']
+    code, stdout, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=1', *args)
+    assert code == 0, err
+    # Not a terminal: plain progress lines, epochs counted from 1 as in the epoch line; no \r frames.
+    assert '\r' not in stdout + err
+    assert 'epoch 1/1 step 2/11 loss ' in stdout
+    epoch = [line for line in stdout.splitlines() if line.startswith('epoch 1/1 loss')]
+    assert len(epoch) == 1 and 'train top-1' in epoch[0] and 'val top-1' in epoch[0], stdout
+    assert '(soft+l_in_hidden+l_out+l_rel)' in epoch[0]
+    code, stdout, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=2', 'resume=true', *args)
+    assert code == 0, err
+    # After a resume the banner still lists every term of the recipe with its window.
+    assert 'l_rel x1 (epoch 1)' in stdout and 'l_out x1 (epochs 1-2)' in stdout, stdout
+    assert [line.split(' (')[1].split(')')[0] for line in stdout.splitlines() if line.startswith('epoch 2/2 loss')] == \
+        ['soft+l_in_hidden+l_out']
+
+    scalars, hparams, metric_tags, tensor_tags, starts = _tb_run(out)
+    assert starts == 1                                   # the resume added no second description
+    assert metric_tags == {'val/top1', 'val/teacher_agreement'}
+    assert 'val/top1' in scalars and len(scalars['val/teacher_agreement']) == 2
+    assert hparams['distill.l_rel.end'] == 1 and hparams['student.arch'] == 'riformer_mini'
+    assert 'resume' not in hparams and 'train.progress' not in hparams
+    assert any(t.startswith('recipe') for t in tensor_tags)
+    # The weight of the closed window drops to 0 in epoch 2; open windows stay at their weight.
+    assert [v for _, v in scalars['weight/l_rel']][0] == 1 and [v for _, v in scalars['weight/l_rel']][-1] == 0
+    assert {v for _, v in scalars['weight/l_out']} == {1.0}
