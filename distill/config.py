@@ -111,7 +111,9 @@ class DistillConfig:
     l_out: TermConfig = field(default_factory=TermConfig)         # MSE of token-mixer outputs
     l_rel: TermConfig = field(default_factory=TermConfig)         # MSE of token relation matrices
     blocks: Optional[List[str]] = None      # imitated blocks; None = last block of each stage
-    feature_reduction: str = 'mean'         # mean (1/NCHW) | batch_sum (mean x batch size)
+    # mean: 1/NCHW per block. batch_sum: that mean x the GLOBAL batch (per-process batch x
+    # processes x grad_accum), the paper's "lambda x batch size". Both average over blocks.
+    feature_reduction: str = 'mean'
 
 
 @dataclass

@@ -31,19 +31,23 @@ def prepare_teacher(teacher: nn.Module, device) -> nn.Module:
 
 class DistillationCriterion(nn.Module):
     def __init__(self, cfg: DistillConfig, student: nn.Module, teacher: Optional[nn.Module],
-                 logit_teacher: Optional[nn.Module], blocks: List[str], label_smoothing: float = 0.):
+                 logit_teacher: Optional[nn.Module], blocks: List[str], label_smoothing: float = 0.,
+                 global_batch: int = 1):
         super().__init__()
         self.cfg = cfg
+        # 'lambda x batch size' (feature_reduction batch_sum): the global batch, not the
+        # per-process one, so the balance does not change with processes or accumulation.
+        self.feature_scale = float(global_batch) if cfg.feature_reduction == 'batch_sum' else 1.0
         self.teacher = teacher
         self.logit_teacher = logit_teacher if logit_teacher is not None else teacher
         self.losses = nn.ModuleDict({
             'ce': LabelCE(label_smoothing),
             'soft': SoftTargetKD(cfg.soft.temperature, cfg.soft.normalize),
             'hard': HardTargetKD(),
-            'l_in': FeatureMSE(cfg.feature_reduction),
-            'l_in_hidden': FeatureMSE(cfg.feature_reduction),
-            'l_out': FeatureMSE(cfg.feature_reduction),
-            'l_rel': RelationMSE(cfg.feature_reduction),
+            'l_in': FeatureMSE(self.feature_scale),
+            'l_in_hidden': FeatureMSE(self.feature_scale),
+            'l_out': FeatureMSE(self.feature_scale),
+            'l_rel': RelationMSE(self.feature_scale),
         })
         used = [t for t in FEATURE_TERMS if getattr(cfg, t).weight != 0]
         self.feature_names = {t: [b + FEATURE_TERMS[t] for b in blocks] for t in used}

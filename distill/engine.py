@@ -53,15 +53,17 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         seen += images.shape[0]
         stats += topk_stats(logits.detach(), labels)
         if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
-            accelerator.log({f'loss/{k}': float(v.detach()) for k, v in [('total', loss), *terms.items()]}
+            logged = mean_over_processes(accelerator, {'total': loss, **terms})
+            accelerator.log({f'loss/{k}': v for k, v in logged.items()}
                             | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
-            progress.report(float(loss.detach()), optimizer.param_groups[0]['lr'])
+            progress.report(logged['total'], optimizer.param_groups[0]['lr'])
 
     elapsed = time.perf_counter() - start
     labelled, top1, top5 = accelerator.reduce(stats, 'sum').tolist()
     seen_all = float(accelerator.reduce(torch.tensor(float(seen), device=accelerator.device), 'sum'))
+    means = mean_over_processes(accelerator, {k: v / max(count, 1) for k, v in sums.items()})
     return {
-        **{f'loss/{k}': float(v) / max(count, 1) for k, v in sums.items()},
+        **{f'loss/{k}': v for k, v in means.items()},
         'train/top1': 100. * top1 / max(labelled, 1.),
         'train/top5': 100. * top5 / max(labelled, 1.),
         'train/images_per_sec': seen_all / elapsed,
@@ -91,6 +93,13 @@ class Progress:
             self.bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}')
         elif self.lines:
             print(f'{self.label} step {self.step}/{self.steps} loss {loss:.4f} lr {lr:.2e}', flush=True)
+
+
+def mean_over_processes(accelerator, values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """Loss values averaged over processes (every process sees its own share of the batch), in
+    one collective; every process must call it at the same step."""
+    stacked = torch.stack([v.detach().double().reshape(()).to(accelerator.device) for v in values.values()])
+    return dict(zip(values, accelerator.reduce(stacked, 'mean').tolist()))
 
 
 def check_finite(accelerator, loss, terms, epoch, update):

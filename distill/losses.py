@@ -93,23 +93,20 @@ class LabelCE(nn.Module):
         return F.cross_entropy(logits[labelled], targets[labelled], label_smoothing=self.label_smoothing)
 
 
-def _mse(s, t, reduction):
-    loss = (s - t).pow(2).mean()
-    return loss * s.shape[0] if reduction == 'batch_sum' else loss
-
-
 class FeatureMSE(nn.Module):
-    """Mean squared error per imitated block (1/NCHW), averaged over blocks. `batch_sum`
-    multiplies by the batch size, one reading of the paper's 'lambda x batch size' weights."""
+    """Mean squared error per imitated block (1/NCHW), averaged over blocks, times `scale`.
+    The trainer sets `scale` to the global batch (per-process batch x processes x accumulation)
+    for the paper's 'lambda x batch size' reading, so a recipe means the same loss balance on
+    any number of processes."""
 
-    def __init__(self, reduction: str = 'mean'):
+    def __init__(self, scale: float = 1.0):
         super().__init__()
-        self.reduction = reduction
+        self.scale = scale
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
-        losses = [_mse(s, t, self.reduction) for s, t in zip(student_feats, teacher_feats)]
-        return torch.stack(losses).mean()
+        losses = [(s - t).pow(2).mean() for s, t in zip(student_feats, teacher_feats)]
+        return torch.stack(losses).mean() * self.scale
 
 
 def relation_matrix(y: torch.Tensor) -> torch.Tensor:
@@ -119,7 +116,8 @@ def relation_matrix(y: torch.Tensor) -> torch.Tensor:
 
 
 class RelationMSE(nn.Module):
-    """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks.
+    """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks,
+    times `scale` (see FeatureMSE).
 
     Early stages have many tokens and few channels (3,136 x 64 at 224 px): there the HW x HW
     matrices are not built. With A, B the normalised tokens (C x HW), P = A + B, Q = A - B:
@@ -129,9 +127,9 @@ class RelationMSE(nn.Module):
     explicit matrices are cheaper and are used directly.
     """
 
-    def __init__(self, reduction: str = 'mean'):
+    def __init__(self, scale: float = 1.0):
         super().__init__()
-        self.reduction = reduction
+        self.scale = scale
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
@@ -150,8 +148,8 @@ class RelationMSE(nn.Module):
                 pq = _gram(p, q)
                 sq_dist = 0.5 * ((_gram(p, p) * _gram(q, q)).sum() + (pq * pq.transpose(1, 2)).sum())
                 loss = sq_dist / (n * hw * hw)
-            losses.append(loss * n if self.reduction == 'batch_sum' else loss)
-        return torch.stack(losses).mean()
+            losses.append(loss)
+        return torch.stack(losses).mean() * self.scale
 
 
 def _tokens(y):

@@ -9,6 +9,7 @@ Everything that can be wrong with the input (recipe keys and types, data paths, 
 checkpoints, recorder names and shapes, the output directory) is checked before the first step.
 """
 import json
+import math
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm  # noqa: E402
 import yaml  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
+from accelerate.utils import DistributedDataParallelKwargs, set_seed  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 from timm.scheduler import CosineLRScheduler  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -29,9 +30,10 @@ import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
     guard_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
-from distill.criterion import FEATURE_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
+from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
+from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from models import CheckpointError  # noqa: E402
@@ -88,6 +90,21 @@ def save_student(path, student, recipe, metrics):
             'format': 'timm', 'arch': recipe.student.arch, 'num_classes': str(student.num_classes), **extra})
 
 
+def needs_unused_parameter_search(recipe) -> bool:
+    """Whether some epoch's active terms leave trainable parameters without gradients: with no
+    logit term (feature terms alone, soft KD windowed off) the head and the blocks after the
+    last imitated one are not in the loss, and DDP must be told to look for such parameters."""
+    d = recipe.distill
+    return any(not any(getattr(d, t).active(epoch) for t in ('ce',) + LOGIT_TERMS)
+               for epoch in range(recipe.train.epochs))
+
+
+def updates_per_epoch(batches_per_process: int, grad_accum: int) -> int:
+    # accelerate also syncs (and the optimizer steps) at the end of each epoch's loader, so a
+    # partial accumulation window at the end of an epoch is one more update.
+    return math.ceil(batches_per_process / grad_accum)
+
+
 def make_accelerator(recipe, out):
     if os.environ.get('MASTER_ADDR') and 'WORLD_SIZE' not in os.environ:
         # accelerate launch --cpu --num_processes N (N > 1) starts ONE process unless given an
@@ -99,7 +116,8 @@ def make_accelerator(recipe, out):
         # Without CUDA, a multi-process launch would otherwise fall back to one process each.
         cpu=not torch.cuda.is_available(),
         mixed_precision=recipe.train.mixed_precision, gradient_accumulation_steps=recipe.optim.grad_accum,
-        log_with='tensorboard', project_dir=str(out))
+        log_with='tensorboard', project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(recipe))])
 
 
 def run(recipe):
@@ -120,10 +138,10 @@ def run(recipe):
     if used:
         names = sorted({b + FEATURE_TERMS[t] for t in used for b in blocks})
         check_pairs(student, teacher, names, recipe.data.image_size)
-    criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
-                                      recipe.data.label_smoothing)
-
     global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
+    criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
+                                      recipe.data.label_smoothing, global_batch)
+
     lr = recipe.optim.lr * global_batch / 1024
     optimizer = create_optimizer_v2(student, 'adamw', lr=lr, weight_decay=recipe.optim.weight_decay,
                                     betas=tuple(recipe.optim.betas))
@@ -138,14 +156,21 @@ def run(recipe):
     for t in (teacher, logit_teacher):
         if t is not None:                # frozen: never prepared, never DDP-wrapped, never saved
             prepare_teacher(t, accelerator.device)
-    # The schedule runs in optimizer updates derived from the global batch, so it is the same
-    # for any process count; it is not prepared (accelerate would step it once per process).
-    updates_per_epoch = len(train_set) // global_batch
+    # The schedule runs in optimizer updates, counted as accelerate performs them (the prepared
+    # loader's batches per process, accumulated), so it ends exactly at the last update for any
+    # process count and accumulation; it is not prepared (accelerate would step it once per process).
+    epoch_updates = updates_per_epoch(len(train_loader), recipe.optim.grad_accum)
     scheduler = CosineLRScheduler(
-        optimizer, t_initial=cfg.epochs * updates_per_epoch, lr_min=recipe.optim.min_lr,
-        warmup_t=int(recipe.optim.warmup_epochs * updates_per_epoch), warmup_lr_init=recipe.optim.warmup_lr,
+        optimizer, t_initial=cfg.epochs * epoch_updates, lr_min=recipe.optim.min_lr,
+        warmup_t=int(recipe.optim.warmup_epochs * epoch_updates), warmup_lr_init=recipe.optim.warmup_lr,
         t_in_epochs=False)
     mixup = build_mixup(recipe.data, num_classes)
+    participation = GradientParticipation(accelerator.unwrap_model(student), criterion, recipe.data.image_size,
+                                          accelerator.device) if needs_unused_parameter_search(recipe) else None
+    # Models and data are built from the same seed on every process; from here on each process
+    # draws its own randomness (seed + rank, as DeiT): drop path, mixup/cutmix and augmentation
+    # differ across processes. A resumed run restores each process's own RNG state below.
+    set_seed(cfg.seed, device_specific=True)
 
     state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'train_seconds': 0.0, 'history': []}
     resume_from = latest_checkpoint(out) if recipe.resume else None
@@ -165,7 +190,8 @@ def run(recipe):
     say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
         f'{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, '
         f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
-        f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}')
+        f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}'
+        + (f', feature terms x {criterion.feature_scale:g} (global batch)' if used and criterion.feature_scale != 1 else ''))
     start = time.perf_counter()
     last_ckpt = resume_from
     # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
@@ -176,6 +202,11 @@ def run(recipe):
         # restarts at 0 in a resumed process: set it through the loader.
         train_loader.set_epoch(epoch)
         accelerator.log(term_weights(recipe.distill, epoch), step=state['num_updates'])
+        if participation is not None:
+            frozen = participation.apply(epoch)
+            if frozen and (epoch == state['epoch'] or participation.unused(epoch - 1) != frozen):
+                say(f'epoch {epoch + 1}: the active terms {criterion.active_terms(epoch)} reach no gradient to '
+                    f'{len(frozen)} parameter tensors (e.g. {sorted(frozen)[0]}): frozen while they are inactive')
         try:
             train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
                                             scheduler, mixup, epoch, state, recipe, cfg.log_every)

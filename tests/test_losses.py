@@ -63,11 +63,34 @@ def test_label_ce_skips_unlabelled_and_takes_soft_targets():
     assert LabelCE()(logits, soft).item() == pytest.approx(expected_soft, rel=1e-6)
 
 
-def test_feature_mse_mean_and_batch_sum_over_blocks():
+def test_feature_mse_mean_over_blocks_and_scale():
     s1, t1 = torch.zeros(2, 1, 1, 2), torch.tensor([[[[1.0, 3.0]]], [[[0.0, 2.0]]]])   # mean of squares 14/4
     s2, t2 = torch.ones(2, 1, 2, 1), torch.ones(2, 1, 2, 1)                               # 0
-    assert FeatureMSE('mean')([s1, s2], [t1, t2]).item() == pytest.approx((14 / 4 + 0) / 2)
-    assert FeatureMSE('batch_sum')([s1, s2], [t1, t2]).item() == pytest.approx(2 * (14 / 4) / 2)
+    assert FeatureMSE()([s1, s2], [t1, t2]).item() == pytest.approx((14 / 4 + 0) / 2)
+    assert FeatureMSE(64)([s1, s2], [t1, t2]).item() == pytest.approx(64 * (14 / 4) / 2)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'batch_sum'])
+def test_criterion_scales_feature_terms_by_the_global_batch(reduction):
+    """'lambda x batch size' uses the global batch the trainer passes (per-process batch x
+    processes x accumulation), not the per-process batch the features arrive with."""
+    from distill.config import DistillConfig, TermConfig
+    from distill.criterion import DistillationCriterion
+    student, teacher = timm.create_model('riformer_mini').eval(), timm.create_model('poolformer_mini').eval()
+    cfg = DistillConfig(l_in_hidden=TermConfig(weight=0.5), l_rel=TermConfig(weight=2.0), feature_reduction=reduction)
+    blocks = default_imitated_blocks(student)
+    criterion = DistillationCriterion(cfg, student, teacher, None, blocks, global_batch=64)
+    x = torch.randn(2, 3, 32, 32)
+    total, terms = criterion(x, student(x), torch.zeros(2, dtype=torch.long), epoch=0)
+    s_feats = student.forward_intermediates(x, intermediates_only=True)
+    t_feats = teacher.forward_intermediates(x, intermediates_only=True)
+    scale = 64 if reduction == 'batch_sum' else 1
+    mse = FeatureMSE()(s_feats, t_feats) * scale
+    rel = RelationMSE()(s_feats, t_feats) * scale
+    assert terms['l_in_hidden'].item() == pytest.approx(mse.item(), rel=1e-5)
+    assert terms['l_rel'].item() == pytest.approx(rel.item(), rel=1e-5)
+    assert total.item() == pytest.approx(0.5 * mse.item() + 2.0 * rel.item(), rel=1e-5)
+    criterion.remove_hooks()
 
 
 def test_relation_mse_by_hand():
@@ -120,14 +143,14 @@ def test_check_pairs_shape_mismatch():
     check_pairs(student, timm.create_model('poolformer_mini'), ['stages.2.blocks.2.token_mixer'], 32)
 
 
-@pytest.mark.parametrize('reduction', ['mean', 'batch_sum'])
+@pytest.mark.parametrize('scale', [1.0, 3.0])
 @pytest.mark.parametrize('shape', [(3, 8, 5, 6), (3, 40, 3, 2)], ids=['gram_path', 'explicit_path'])
-def test_relation_mse_matches_explicit_relation_matrices(reduction, shape):
+def test_relation_mse_matches_explicit_relation_matrices(scale, shape):
     g = torch.Generator().manual_seed(0)
     s = torch.randn(*shape, generator=g, requires_grad=True)
     t = torch.randn(*shape, generator=g)
-    explicit = (relation_matrix(s) - relation_matrix(t)).pow(2).mean() * (3 if reduction == 'batch_sum' else 1)
-    got = RelationMSE(reduction)([s], [t])
+    explicit = (relation_matrix(s) - relation_matrix(t)).pow(2).mean() * scale
+    got = RelationMSE(scale)([s], [t])
     assert got.item() == pytest.approx(explicit.item(), rel=1e-5)
     grad_got, = torch.autograd.grad(got, s)
     grad_explicit, = torch.autograd.grad(explicit, s)

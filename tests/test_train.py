@@ -44,6 +44,18 @@ def teacher_ckpt(tmp_path_factory):
     return out / 'model.safetensors'
 
 
+def tb_scalars(run_dir, tag):
+    """[(step, value)] of one scalar tag over all event files of a run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    points = []
+    for events in Path(run_dir, 'tb').rglob('events.out.tfevents.*'):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()['scalars']:
+            points += [(e.step, e.value) for e in acc.Scalars(tag)]
+    return sorted(points)
+
+
 def tb_tags(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tags = set()
@@ -127,6 +139,103 @@ def test_two_processes(teacher_ckpt, tmp_path):
     ckpt = out / 'checkpoints' / 'epoch_0001'
     assert (ckpt / 'rng_0.json').exists() and (ckpt / 'rng_1.json').exists()
     assert 'global batch 64' in result.stdout        # 2 x 32: the lr scales with it
+
+
+# Runs the trainer with a logged probe term worth rank + 1 on each process: what the logs
+# show for it is the mean over processes (1.5 with two), not the main process's own (1.0).
+PROBE = """
+import sys
+import torch
+sys.path.insert(0, {root!r})
+from distill import train
+from distill.criterion import DistillationCriterion
+original = DistillationCriterion.forward
+
+def forward(self, images, logits, targets, epoch):
+    total, terms = original(self, images, logits, targets, epoch)
+    terms['probe'] = torch.tensor(torch.distributed.get_rank() + 1.0)
+    return total, terms
+
+DistillationCriterion.forward = forward
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope='module')
+def feature_only_two_processes(teacher_ckpt, tmp_path_factory):
+    """The identity-student recipe with soft KD off (feature terms only: the head gets no
+    gradient), accumulation 2 and batch_sum, on two CPU processes."""
+    tmp = tmp_path_factory.mktemp('feature2p')
+    script = tmp / 'probe.py'
+    script.write_text(PROBE.format(root=str(ROOT)))
+    out = tmp / 'run'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+           '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+           '--main_process_port', '29519',
+           str(script), str(DIGITS / 'feature.yaml'), *FAST, 'train.epochs=1', 'train.log_every=1',
+           'distill.soft.weight=0', 'optim.grad_accum=2', 'optim.warmup_epochs=0',
+           'distill.feature_reduction=batch_sum', f'teacher.checkpoint={teacher_ckpt}', f'train.output_dir={out}']
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return result, out
+
+
+def test_two_processes_feature_terms_only(feature_only_two_processes):
+    """Parameters without gradients (the head, with soft KD off) do not stop DDP."""
+    result, out = feature_only_two_processes
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['processes'] == 2 and set(summary['final']) >= {'loss/l_in_hidden', 'val/top1'}
+    assert 'loss/soft' not in summary['final']
+
+
+def test_two_processes_lambda_uses_the_global_batch(feature_only_two_processes):
+    result, _ = feature_only_two_processes
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 32 per process x 2 processes x 2 accumulation steps
+    assert 'global batch 128' in result.stdout and 'feature terms x 128 (global batch)' in result.stdout
+
+
+def test_two_processes_schedule_ends_at_the_last_update(feature_only_two_processes):
+    """359 images, 32 per process: 11 batches, 6 per process, 3 updates with accumulation 2
+    (the last one closes a partial window); the cosine reaches min_lr at the last update."""
+    result, out = feature_only_two_processes
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    lrs = dict(tb_scalars(out, 'lr'))                       # logged after each update
+    assert summary['num_updates'] == 3 and sorted(lrs) == [1, 2, 3]
+    assert lrs[3] == pytest.approx(1e-5) and lrs[2] > 1e-5 * 10
+
+
+def test_two_processes_log_the_mean_over_processes(feature_only_two_processes):
+    result, out = feature_only_two_processes
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['final']['loss/probe'] == pytest.approx(1.5)
+    logged = tb_scalars(out, 'loss/probe')            # each update, and the epoch mean
+    assert sorted({step for step, _ in logged}) == [1, 2, 3] and all(v == pytest.approx(1.5) for _, v in logged)
+
+
+def test_two_processes_draw_different_randomness(feature_only_two_processes):
+    """Each process is seeded with seed + rank (DeiT): their RNG streams differ, so drop path,
+    mixup and augmentation differ across processes."""
+    result, out = feature_only_two_processes
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = out / 'checkpoints' / 'epoch_0001'
+    rng = [json.loads((ckpt / f'rng_{i}.json').read_text()) for i in (0, 1)]
+    assert rng[0]['torch'] != rng[1]['torch'] and rng[0]['numpy'] != rng[1]['numpy']
+
+
+def test_schedule_ends_at_the_last_update_with_accumulation(tmp_path, capsys):
+    """One process, 11 batches, accumulation 3: 4 updates (the last one closes a partial
+    window), and the schedule is built for exactly those 4."""
+    out = tmp_path / 'accum'
+    code, _, err = run_main(capsys, DIGITS / 'plain.yaml', 'train.epochs=1', 'optim.grad_accum=3',
+                            'optim.warmup_epochs=0', 'train.log_every=1', f'train.output_dir={out}')
+    assert code == 0, err
+    lrs = dict(tb_scalars(out, 'lr'))
+    assert json.loads((out / 'summary.json').read_text())['num_updates'] == 4 and sorted(lrs) == [1, 2, 3, 4]
+    assert lrs[4] == pytest.approx(1e-5) and lrs[3] > 1e-5 * 10
 
 
 def test_bad_inputs_fail_before_training(teacher_ckpt, tmp_path, capsys):
