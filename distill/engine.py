@@ -6,18 +6,11 @@ from typing import Dict
 import torch
 from tqdm.auto import tqdm
 
+from .metrics import agreement_hits, topk_stats
+
 
 class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or inf; the message names the term."""
-
-
-def topk_stats(logits, targets) -> torch.Tensor:
-    """[labelled samples, top-1 hits, top-5 hits] as a float64 tensor on the logits' device
-    (targets < 0 are unlabelled and skipped). Stays on the device: no sync per step."""
-    keep = targets >= 0
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hits = top.eq(targets[:, None]) & keep[:, None]
-    return torch.stack([keep.sum(), hits[:, :1].any(dim=1).sum(), hits.any(dim=1).sum()]).double()
 
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
@@ -125,7 +118,7 @@ def evaluate(accelerator, model, loader, teacher=None) -> Dict[str, float]:
         gathered = accelerator.gather_for_metrics((logits, targets) if t_logits is None else (logits, targets, t_logits))
         stats += topk_stats(gathered[0].float(), gathered[1])
         if t_logits is not None:
-            agree += gathered[0].argmax(1).eq(gathered[2].argmax(1)).sum()
+            agree += agreement_hits(gathered[0], gathered[2])
     total, top1, top5 = stats.tolist()
     metrics = {'val/top1': 100. * top1 / max(total, 1), 'val/top5': 100. * top5 / max(total, 1)}
     if teacher is not None:

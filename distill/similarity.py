@@ -15,6 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 import torch.nn as nn
 
+from .metrics import accuracy, agreement
 from .recorders import FeatureRecorder
 
 
@@ -64,20 +65,15 @@ def normalised_mse(student: torch.Tensor, teacher: torch.Tensor) -> float:
     return float((s - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-30))
 
 
-def top1(c: Collected) -> float:
-    keep = c.targets >= 0
-    return 100. * float(c.logits[keep].argmax(1).eq(c.targets[keep]).float().mean())
-
-
 def compare(student: Collected, teacher: Collected) -> Dict[str, object]:
     """Student top-1, teacher top-1, top-1 agreement (%) and per-block CKA / normalised MSE."""
     if not torch.equal(student.targets, teacher.targets):
         raise ValueError('student and teacher were collected over different data')
     blocks: List[str] = [b for b in student.features if b in teacher.features]
     return {
-        'top1': top1(student),
-        'teacher_top1': top1(teacher),
-        'agreement': 100. * float(student.logits.argmax(1).eq(teacher.logits.argmax(1)).float().mean()),
+        'top1': accuracy(student.logits, student.targets),
+        'teacher_top1': accuracy(teacher.logits, teacher.targets),
+        'agreement': agreement(student.logits, teacher.logits),
         'cka': {b: linear_cka(student.features[b], teacher.features[b]) for b in blocks},
         'nmse': {b: normalised_mse(student.features[b], teacher.features[b]) for b in blocks},
         'n': int(student.targets.numel()),

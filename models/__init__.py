@@ -3,20 +3,24 @@
     timm.create_model('riformer_s12', num_classes=10)       # training form (affine mixer)
     models.reparameterize(model)                             # fold into the deploy form, in place
     models.load_deploy('model.deploy.safetensors')           # the deploy model, eval mode
+    models.load_model('model.safetensors')                   # any checkpoint this project reads
+    models.reparam_checkpoint('model.safetensors')           # file to checked deploy file
 """
 from . import riformer, teachers  # noqa: F401  (registers the timm entry points)
 from .checkpoint import (
-    Checkpoint, ModelConfig, build_model, load_checked, load_deploy, read_checkpoint, read_tensors,
+    Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_tensors,
     save_model, write_safetensors)
 from .errors import CheckpointError
 from .layouts import to_mmpretrain_names, to_timm_names
-from .reparam import FOLDS, compare_forms, relative_error, reparameterize
+from .loader import load_deploy, load_model
+from .reparam import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .teachers import create_teacher, init_from_teacher
 
 __all__ = [
     'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'ModelConfig', 'RIFormer', 'RIFormerBlock',
     'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
-    'load_deploy', 'read_checkpoint', 'read_tensors', 'relative_error', 'reparameterize',
+    'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_tensors', 'relative_error',
+    'reparam_checkpoint', 'reparameterize',
     'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
 ]

@@ -205,7 +205,7 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
 
 
 def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
-    """Save a RIFormer with the metadata that `read_checkpoint` and `load_deploy` rebuild it from."""
+    """Save a RIFormer with the metadata that `read_checkpoint` and `models.load_model` rebuild it from."""
     config = ModelConfig(
         depths=model.depths, dims=model.dims, num_classes=model.num_classes,
         in_chans=model.in_chans, mlp_ratio=model.stages[0].blocks[0].mlp.fc1.out_channels / model.dims[0],
@@ -215,23 +215,17 @@ def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
     write_safetensors(path, model.state_dict(), metadata)
 
 
-def load_deploy(path, features_only: bool = False, out_indices=None) -> nn.Module:
-    """The deploy model of a deploy checkpoint, in eval mode. With `features_only`, the backbone's
-    stage outputs (a timm FeatureListNet with `feature_info`) instead of logits."""
-    ckpt = read_checkpoint(path)
-    if ckpt.config.form != 'deploy':
-        raise CheckpointError(
-            f'{path}: is a {ckpt.config.form}-form checkpoint, not a deploy one; '
-            f'run `python tools/reparam.py {path}` first')
-    model = build_model(ckpt)
-    if features_only:
-        from timm.models import FeatureListNet
-        indices = tuple(range(len(model.stages))) if out_indices is None else tuple(out_indices)
-        bad = [i for i in indices if not -len(model.stages) <= i < len(model.stages)]
-        if bad:
-            raise CheckpointError(f'out_indices {bad} out of range for {len(model.stages)} stages')
-        model = FeatureListNet(model, out_indices=indices, flatten_sequential=True).eval()
-    return model
+def read_metadata(path) -> dict:
+    """The safetensors metadata of a checkpoint (empty for torch files and unreadable ones;
+    `read_tensors` gives the one-line error for those)."""
+    path = Path(path)
+    if path.suffix != '.safetensors':
+        return {}
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return {}
 
 
 def _first_line(e: Exception) -> str:

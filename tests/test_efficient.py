@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import models
-from helpers import load_tool
 from models import efficient
 from models.handoff import DeployBackbone
+from tools import export
 
 
 @torch.no_grad()
@@ -48,7 +48,6 @@ def test_deploy_equals_training(name, kwargs, tmp_path):
 def test_export_tool_writes_checked_deploy_file(tmp_path, capsys):
     training = nontrivial(efficient.create_training('fasternet_t0', num_classes=1000))
     torch.save(training.state_dict(), tmp_path / 'fn.pth')
-    export = load_tool('export')
     code = export.main(['fasternet_t0', '--weights', str(tmp_path / 'fn.pth'), '--format', 'deploy',
                         '-o', str(tmp_path / 'fn.deploy.safetensors'), '--image-size', '64'])
     out, err = capsys.readouterr()

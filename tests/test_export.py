@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import load_tool, mmpretrain_layout, randomize
-
-export = load_tool('export')
+from helpers import mmpretrain_layout, randomize
+from tools import export
 
 
 @pytest.fixture(scope='module')

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import load_tool, mmpretrain_layout, network_layout, randomize
+from helpers import mmpretrain_layout, network_layout, randomize
+from tools import reparam
 
 ROOT = Path(__file__).resolve().parents[1]
-reparam = load_tool('reparam')
 
 
 def run_cli(capsys, *args):

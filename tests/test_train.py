@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 import models
 from distill import train as train_mod
 from distill.criterion import DistillationCriterion
-from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / 'recipes' / 'digits'
@@ -84,7 +83,7 @@ def test_digits_recipe_one_epoch(name, teacher_ckpt, tmp_path, capsys):
                 'plain': {'ce'}}[name]
     assert terms == expected
     # The student file is what tools/reparam.py takes.
-    result = load_tool('reparam').reparam_checkpoint(out / 'model.safetensors', log=lambda *_: None)
+    result = models.reparam_checkpoint(out / 'model.safetensors', log=lambda *_: None)
     assert result['max_rel_error'] < 1e-5
 
 

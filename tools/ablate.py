@@ -22,7 +22,6 @@ setting: without a CE term the label fraction changes nothing) reuses that run.
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -275,31 +274,15 @@ class Evaluator:
 def load_student(path: Path, recipe: Recipe):
     """(model, how): the deploy form of a RIFormer checkpoint, else the trained model."""
     import models
-    from safetensors import safe_open
-    with safe_open(str(path), 'pt') as f:
-        fmt = (f.metadata() or {}).get('format')
-    if fmt == models.checkpoint.FORMAT:
+    if models.read_metadata(path).get('format') == models.checkpoint.FORMAT:
         deploy = path.with_name(path.name.replace('.safetensors', '.deploy.safetensors'))
         if not deploy.is_file() or deploy.stat().st_mtime < path.stat().st_mtime:
             try:
-                _reparam_tool().reparam_checkpoint(path, deploy, log=lambda *a: None)
+                models.reparam_checkpoint(path, deploy, log=lambda *a: None)
             except models.CheckpointError as e:
-                ckpt = models.read_checkpoint(path)
-                return models.build_model(ckpt).eval(), f'trained (reparam failed: {str(e)[:80]})'
+                return models.load_model(path), f'trained (reparam failed: {str(e)[:80]})'
         return models.load_deploy(deploy), 'deploy'
-    import timm
-    import torch
-    from safetensors.torch import load_file
-    model = timm.create_model(recipe.student.arch, num_classes=int(models.read_tensors(path)[1].get('num_classes', 10)))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval().to(torch.float32), 'trained'
-
-
-def _reparam_tool():
-    spec = importlib.util.spec_from_file_location('tool_reparam', ROOT / 'tools' / 'reparam.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return models.load_model(path).float(), 'trained'
 
 
 def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep_checkpoints: bool, say=print):

@@ -12,57 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import timm
-import torch
-from torch.utils.data import DataLoader
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import models  # noqa: E402
 from distill.config import RecipeError, load_recipe  # noqa: E402
-from distill.data import build_datasets  # noqa: E402
+from distill.evaluation import evaluate_checkpoint  # noqa: E402
 from models import CheckpointError  # noqa: E402
-
-
-def load_for_eval(path) -> torch.nn.Module:
-    """The model a checkpoint holds, in eval mode, whatever its kind."""
-    tensors, metadata = models.read_tensors(path)
-    if metadata.get('format') == 'timm':
-        model = timm.create_model(metadata['arch'], num_classes=int(metadata['num_classes']))
-        models.load_checked(model, tensors, what=f'checkpoint {path}')
-        return model.eval()
-    return models.build_model(models.read_checkpoint(path))
-
-
-@torch.no_grad()
-def predict(model, loader):
-    logits, targets = [], []
-    for images, labels in loader:
-        logits.append(model(images).float())
-        targets.append(labels)
-    return torch.cat(logits), torch.cat(targets)
-
-
-def accuracy(logits, targets, k=1):
-    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-    return 100. * float(top.eq(targets[:, None]).any(dim=1).float().mean())
-
-
-def evaluate_checkpoint(path, recipe, compare=None, batch_size=256):
-    _, val_set, _ = build_datasets(recipe.data, recipe.train.seed)
-    loader = DataLoader(val_set, batch_size=batch_size)
-    logits, targets = predict(load_for_eval(path), loader)
-    result = {'checkpoint': str(path), 'images': len(targets),
-              'top1': accuracy(logits, targets, 1), 'top5': accuracy(logits, targets, 5)}
-    if compare:
-        other, _ = predict(load_for_eval(compare), loader)
-        result.update({
-            'compare': str(compare),
-            'compare_top1': accuracy(other, targets, 1),
-            'agreement': 100. * float(logits.argmax(1).eq(other.argmax(1)).float().mean()),
-            'max_logit_diff': float((logits - other).abs().max()),
-            'max_rel_logit_diff': models.relative_error(other, logits),
-        })
-    return result
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
 from models import CheckpointError  # noqa: E402
-from models.efficient import EFFICIENT_NAMES, FORMAT as EFFICIENT_FORMAT  # noqa: E402
+from models.efficient import EFFICIENT_NAMES  # noqa: E402
 
 FORMATS = ('onnx', 'torchscript', 'mmpretrain', 'deploy')
 SUFFIX = {'onnx': '.onnx', 'torchscript': '.torchscript.pt', 'mmpretrain': '.mmpretrain.pth',
@@ -42,21 +42,12 @@ class ListToTuple(nn.Module):
 
 def load_source(source, weights=None, features=False, out_indices=None):
     """(model, name) for a deploy checkpoint path or an efficient backbone name."""
-    from models.efficient import as_features, create_deploy, load_efficient_deploy
-    from models.handoff import read_metadata
-    if source in EFFICIENT_NAMES:
-        model = create_deploy(source, num_classes=0 if features else 1000, weights=weights)
-        return (as_features(model, out_indices) if features else model), source
     if source in models.ARCHS:
         raise CheckpointError(f'{source}: a RIFormer is exported from its deploy checkpoint (tools/reparam.py), not a name')
-    path = Path(source)
-    if not path.exists():
-        raise CheckpointError(f'{source}: no such file, and not a backbone name ({", ".join(EFFICIENT_NAMES)})')
-    if read_metadata(path).get('format') == EFFICIENT_FORMAT:
-        tensors, metadata = models.read_tensors(path)
-        return load_efficient_deploy(path, metadata, tensors, features, out_indices), metadata['arch']
-    model = models.load_deploy(path, features_only=features, out_indices=out_indices)
-    return model, models.read_checkpoint(path).config.arch
+    model = models.load_model(source, deploy=True, features_only=features, out_indices=out_indices, weights=weights)
+    if source in EFFICIENT_NAMES:
+        return model, source
+    return model, models.read_metadata(source).get('arch') or models.read_checkpoint(source).config.arch
 
 
 def _outputs(y):

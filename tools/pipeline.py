@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from distill.benchmark import time_steps  # noqa: E402
 from distill.config import load_recipe  # noqa: E402
-from evaluate import evaluate_checkpoint, load_for_eval  # noqa: E402  (tools/ is the script's dir)
-from reparam import reparam_checkpoint  # noqa: E402
+from distill.evaluation import evaluate_checkpoint  # noqa: E402
 
 
 def train(recipe, out, overrides):
@@ -60,7 +59,7 @@ def main(argv=None):
                       extra + [f'teacher.checkpoint={teacher_dir / "model.safetensors"}'])
     student_ckpt = student_dir / 'model.safetensors'
     deploy_ckpt = student_dir / 'model.deploy.safetensors'
-    reparam = reparam_checkpoint(student_ckpt, deploy_ckpt)
+    reparam = models.reparam_checkpoint(student_ckpt, deploy_ckpt)
 
     recipe = load_recipe(ROOT / 'recipes/digits/imitation.yaml')
     teacher = evaluate_checkpoint(teacher_dir / 'model.safetensors', recipe)
@@ -68,7 +67,7 @@ def main(argv=None):
     deploy = evaluate_checkpoint(deploy_ckpt, recipe, compare=student_ckpt)
 
     x = torch.randn(64, 3, recipe.data.image_size, recipe.data.image_size)
-    train_ips, deploy_ips = images_per_second(load_for_eval(student_ckpt), models.load_deploy(deploy_ckpt), x)
+    train_ips, deploy_ips = images_per_second(models.load_model(student_ckpt), models.load_deploy(deploy_ckpt), x)
 
     print(f'\nsummary (digits validation split, {deploy["images"]} images)')
     print(f'  teacher  poolformer_mini          top-1 {teacher["top1"]:6.2f}   trained in {t_teacher:5.1f}s')

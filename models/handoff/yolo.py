@@ -24,7 +24,8 @@ import yaml
 
 from ..errors import CheckpointError
 from ..riformer import ARCHS
-from .backbone import DeployBackbone, _as_source, backbone_names
+from ..loader import clean_source
+from .backbone import DeployBackbone, backbone_names
 
 MODULE_NAME = 'DeployBackbone'
 
@@ -70,7 +71,7 @@ def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Pa
         args = list(row[3])
         if not args and backbone is None:
             raise CheckpointError(f'row {i}: DeployBackbone needs a source (checkpoint path or name)')
-        source = _as_source(backbone if backbone is not None else args[0])
+        source = clean_source(backbone if backbone is not None else args[0])
         if source not in backbone_names() and source not in ARCHS:   # names pass through
             path = Path(source).expanduser()
             if not path.is_absolute():
