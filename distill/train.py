@@ -51,7 +51,8 @@ def build_student(recipe, num_classes):
             raise RecipeError(f'student.mixer=identity needs a RIFormer student, not {cfg.arch}')
         fix_identity_mixer(student)
     if cfg.pretrained_checkpoint:
-        sd = models.to_timm_names(models.read_tensors(cfg.pretrained_checkpoint)[0]).state_dict
+        sd, head_norm_first = models.read_state_dict(cfg.pretrained_checkpoint)
+        sd = models.adapt_head(student, head_norm_first, sd, f'student checkpoint {cfg.pretrained_checkpoint}')
         models.load_checked(student, sd, what=f'student checkpoint {cfg.pretrained_checkpoint}')
     return student
 

@@ -8,19 +8,19 @@
 """
 from . import riformer, teachers  # noqa: F401  (registers the timm entry points)
 from .checkpoint import (
-    Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_tensors,
-    save_model, write_safetensors)
+    Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_state_dict,
+    read_tensors, save_model, write_safetensors)
 from .errors import CheckpointError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
 from .reparam import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
-from .teachers import create_teacher, init_from_teacher
+from .teachers import adapt_head, create_teacher, init_from_teacher
 
 __all__ = [
     'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'ModelConfig', 'RIFormer', 'RIFormerBlock',
-    'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
-    'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_tensors', 'relative_error',
-    'reparam_checkpoint', 'reparameterize',
+    'adapt_head', 'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
+    'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
+    'relative_error', 'reparam_checkpoint', 'reparameterize',
     'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
 ]

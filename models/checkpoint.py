@@ -93,6 +93,19 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         raise CheckpointError(f'{path}: {e}') from None
 
 
+def read_state_dict(path):
+    """(state dict in timm names, head_norm_first) of any layout `to_timm_names` knows; our own
+    files say which head they were saved with in their metadata."""
+    raw, metadata = read_tensors(path)
+    try:
+        converted = to_timm_names(raw)
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    if metadata.get('format') == FORMAT and 'config' in metadata:
+        return converted.state_dict, ModelConfig.from_json(metadata['config']).head_norm_first
+    return converted.state_dict, converted.head_norm_first
+
+
 def read_checkpoint(path) -> Checkpoint:
     """Read any supported RIFormer checkpoint; reject other models with what they look like."""
     raw, metadata = read_tensors(path)

@@ -265,6 +265,13 @@ class RIFormer(nn.Module):
         ]))
         self.apply(self._init_weights)
 
+    def set_head_norm_first(self, norm_first: bool):
+        """Switch to the other head (fresh norm weights): a checkpoint's head weights only mean
+        something in the head they were trained with."""
+        if norm_first != self.head_norm_first and not isinstance(self.head.norm, nn.Identity):
+            self.head.norm = GroupNorm1(self.num_features) if norm_first else LayerNorm2d(self.num_features)
+        self.head_norm_first = norm_first
+
     def _init_weights(self, m):
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[1:] != (1, 1, 1):
             nn.init.trunc_normal_(m.weight, std=.02)

@@ -9,7 +9,7 @@ from timm.layers import GroupNorm1, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.metaformer import MetaFormer, checkpoint_filter_fn as timm_metaformer_filter
 
-from .checkpoint import load_checked, read_tensors
+from .checkpoint import load_checked, read_state_dict
 from .errors import CheckpointError
 from .layouts import to_timm_names
 
@@ -38,12 +38,7 @@ def poolformer_mini(pretrained=False, **kwargs) -> MetaFormer:
 def read_poolformer_state_dict(path):
     """A PoolFormer checkpoint (timm, sail-sg or mmpretrain layout) in timm names, plus whether its
     head normalises the map before pooling (sail-sg / mmpretrain)."""
-    raw, _ = read_tensors(path)
-    try:
-        converted = to_timm_names(raw)
-    except CheckpointError as e:
-        raise CheckpointError(f'{path}: {e}') from None
-    return converted.state_dict, converted.head_norm_first
+    return read_state_dict(path)
 
 
 def create_teacher(name: str, checkpoint, **kwargs) -> nn.Module:
@@ -81,10 +76,32 @@ def _norm_first_keys(sd):
     return {k.replace('head.norm.', 'head.global_pool.norm.'): v for k, v in sd.items()}
 
 
+def adapt_head(model: nn.Module, head_norm_first: bool, state_dict: dict, source) -> dict:
+    """Give `model` the head a checkpoint's weights were trained with: the original PoolFormer /
+    mmpretrain head (GroupNorm1 on the map, then pool) or timm's (pool, then LayerNorm2d).
+    Same shapes, different functions: loading one head's weights into the other silently
+    changes the logits. Returns `state_dict` with keys for the adapted model."""
+    from .riformer import RIFormer
+    if isinstance(model, RIFormer):
+        model.set_head_norm_first(head_norm_first)
+        return state_dict
+    if not head_norm_first:
+        return state_dict
+    if isinstance(model, MetaFormer) and not isinstance(model.head.norm, nn.Identity):
+        _use_norm_first_head(model)
+        return _norm_first_keys(state_dict)
+    raise CheckpointError(
+        f'{source} has the original PoolFormer head (GroupNorm on the last map, then pooling), which a '
+        f'{type(model).__name__} student cannot take: use a RIFormer student (riformer_*) or a timm '
+        f'PoolFormer (poolformer_*), or convert the checkpoint to the timm layout')
+
+
 def init_from_teacher(student: nn.Module, checkpoint) -> List[str]:
     """Copy every PoolFormer weight into a RIFormer student; only the affine mixers (and the
-    classifier, when the class counts differ) keep their init. Returns the keys left at init."""
-    sd, _ = read_poolformer_state_dict(checkpoint)
+    classifier, when the class counts differ) keep their init. The student takes the head of the
+    checkpoint (`adapt_head`). Returns the keys left at init."""
+    sd, head_norm_first = read_poolformer_state_dict(checkpoint)
+    sd = adapt_head(student, head_norm_first, sd, f'teacher checkpoint {checkpoint}')
     expected = student.state_dict()
     allow = ['token_mixer.affine']
     if 'head.fc.weight' in sd and sd['head.fc.weight'].shape != expected.get('head.fc.weight', sd['head.fc.weight']).shape:

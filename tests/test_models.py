@@ -7,7 +7,9 @@ import torch
 from timm.utils.model import reparameterize_model
 
 import models
-from helpers import randomize
+import torch.nn.functional as F
+
+from helpers import mmpretrain_layout, network_layout, randomize
 
 ARCHS = list(models.ARCHS)
 TOL = 1e-5
@@ -119,3 +121,46 @@ def test_teacher_init_rejects_other_architecture(tmp_path):
     torch.save(timm.create_model('poolformer_s24', num_classes=10).state_dict(), tmp_path / 't.pth')
     with pytest.raises(models.CheckpointError, match='does not fit|shape mismatch'):
         models.init_from_teacher(timm.create_model('riformer_s12', num_classes=10), tmp_path / 't.pth')
+
+
+def _original_layout_teacher(layout, path):
+    """A PoolFormer checkpoint in the sail-sg or mmpretrain layout, whose head is GroupNorm on
+    the map, then pool; with the expected head function computed from its own tensors."""
+    source = randomize(timm.create_model('poolformer_mini', num_classes=10), 5).eval()
+    sd = network_layout(source) if layout == 'sail' else mmpretrain_layout(source)
+    torch.save(sd, path)
+    norm, fc = source.head.norm, source.head.fc
+
+    def head(feats):
+        return fc(F.group_norm(feats, 1, norm.weight, norm.bias, 1e-5).mean((2, 3)))
+    return head
+
+
+@pytest.mark.parametrize('layout', ['sail', 'mmpretrain'])
+def test_teacher_init_gives_the_student_the_checkpoints_head(layout, tmp_path):
+    """Same shapes, different functions: the student must get the head its weights come from."""
+    head = _original_layout_teacher(layout, tmp_path / 't.pth')
+    teacher = models.create_teacher('poolformer_mini', tmp_path / 't.pth')
+    student = timm.create_model('riformer_mini', num_classes=10)
+    models.init_from_teacher(student, tmp_path / 't.pth')
+    assert student.head_norm_first
+    feats = torch.randn(2, student.num_features, 3, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = head(feats)
+        assert models.relative_error(expected, teacher.forward_head(feats)) < 1e-6
+        assert models.relative_error(expected, student.forward_head(feats)) < 1e-6
+    # A timm PoolFormer student (MetaFormer) is adapted the same way.
+    metaformer = timm.create_model('poolformer_mini', num_classes=10)
+    models.init_from_teacher(metaformer, tmp_path / 't.pth')
+    with torch.no_grad():
+        assert models.relative_error(expected, metaformer.forward_head(feats)) < 1e-6
+    # And back: a timm-layout checkpoint gives a RIFormer timm's head again.
+    torch.save(timm.create_model('poolformer_mini', num_classes=10).state_dict(), tmp_path / 'timm.pth')
+    models.init_from_teacher(student, tmp_path / 'timm.pth')
+    assert not student.head_norm_first and type(student.head.norm).__name__ == 'LayerNorm2d'
+
+
+def test_teacher_init_refuses_a_head_it_cannot_build(tmp_path):
+    _original_layout_teacher('sail', tmp_path / 't.pth')
+    with pytest.raises(models.CheckpointError, match='original PoolFormer head .* use a RIFormer student'):
+        models.init_from_teacher(timm.create_model('resnet10t', num_classes=10), tmp_path / 't.pth')

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
@@ -235,6 +236,21 @@ def test_schedule_ends_at_the_last_update_with_accumulation(tmp_path, capsys):
     lrs = dict(tb_scalars(out, 'lr'))
     assert json.loads((out / 'summary.json').read_text())['num_updates'] == 4 and sorted(lrs) == [1, 2, 3, 4]
     assert lrs[4] == pytest.approx(1e-5) and lrs[3] > 1e-5 * 10
+
+
+def test_trainer_student_takes_the_head_of_a_sail_teacher(tmp_path):
+    """student.init_from_teacher with an original-layout PoolFormer: the student's head is the
+    teacher's (GroupNorm on the map, then pool), so both give the same logits on one feature map."""
+    from distill.config import load_recipe
+    from helpers import network_layout, randomize
+    source = randomize(timm.create_model('poolformer_mini', num_classes=10), 6)
+    torch.save(network_layout(source), tmp_path / 'sail.pth')
+    recipe = load_recipe(DIGITS / 'imitation.yaml', [f'teacher.checkpoint={tmp_path / "sail.pth"}'])
+    teacher, _ = train_mod.build_teachers(recipe, 10)
+    student = train_mod.build_student(recipe, 10)
+    feats = torch.randn(2, student.num_features, 2, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert models.relative_error(teacher.forward_head(feats), student.forward_head(feats)) < 1e-6
 
 
 def test_bad_inputs_fail_before_training(teacher_ckpt, tmp_path, capsys):
