@@ -209,12 +209,19 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp made it 0600; give it the mode open() would
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)     # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):

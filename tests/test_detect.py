@@ -1,6 +1,10 @@
 """Hand-off to detectors: load_deploy features, ultralytics YOLO / RT-DETR via the shipped YAMLs
 and tools/detect.py (one tiny training epoch, no downloads), and one-line errors."""
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 # Before ultralytics is imported: quiet. conftest.py already turned pip installs and network off
@@ -108,9 +112,21 @@ def test_yaml_channel_check_and_efficient_backbone_in_same_yaml(s12_deploy):
     assert net.stride.tolist() == [8., 16., 32.] and out[0].shape[1] == 84
 
 
+def yolo_cli(*args, cwd, env=None):
+    """The plain `yolo` command in a new process (the entry point installed with ultralytics)."""
+    script = Path(sys.executable).with_name('yolo')
+    command = [str(script)] if script.is_file() else [sys.executable, '-c', 'from ultralytics.cfg import entrypoint; entrypoint()']
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
+           'YOLO_AUTOINSTALL': 'False', 'YOLO_OFFLINE': '1', 'YOLO_VERBOSE': 'True', **(env or {})}
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
 def test_train_one_epoch_then_predict_export_and_rebuild(s12_deploy, tiny_data, tmp_path, capsys):
+    deploy = tmp_path / 'moving' / 'riformer_s12.deploy.safetensors'
+    deploy.parent.mkdir()
+    shutil.copy(s12_deploy, deploy)
     code = detect.main([
-        'train', '--cfg', str(RECIPES / 'yolov8-riformer_s12.yaml'), '--backbone', str(s12_deploy),
+        'train', '--cfg', str(RECIPES / 'yolov8-riformer_s12.yaml'), '--backbone', str(deploy),
         '--data', str(tiny_data), '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0',
         '--device', 'cpu', '--project', str(tmp_path / 'runs'), '--name', 'y8', '--exist-ok', 'plots=False'])
     assert code == 0
@@ -124,14 +140,30 @@ def test_train_one_epoch_then_predict_export_and_rebuild(s12_deploy, tiny_data, 
     trained_feats = features(trained.model[0], x)
     assert max(models.relative_error(a, b) for a, b in zip(features(reference, x), trained_feats)) > 1e-4
 
-    # Fine-tuning / resuming rebuilds from the stored YAML (absolute, quoted path) and then loads
-    # the checkpoint's weights: the rebuilt detector must equal the trained one.
+    # Fine-tuning / resuming rebuilds from the stored YAML, which names the architecture only,
+    # and then loads the checkpoint's weights: the rebuilt detector must equal the trained one.
     from ultralytics.nn.tasks import DetectionModel
-    assert trained.yaml['backbone'][0][3][0] == repr(str(Path(s12_deploy).resolve()))
+    assert trained.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
+    run = tmp_path / 'runs' / 'y8'
+    assert (run / 'model.yaml').is_file() and (run / 'init.pt').is_file()   # inside the run folder
+    assert sorted(p.name for p in (tmp_path / 'runs').iterdir()) == ['y8']
     rebuilt = DetectionModel(trained.yaml, nc=1, verbose=False)
     rebuilt.load(trained)
     rebuilt.eval()
     assert_same_features(trained_feats, features(rebuilt.model[0], x), tol=0)
+
+    # The deploy file moves away; the plain `yolo` CLI in a new process (which never imported our
+    # package: unpickling does, and registers the layers) fine-tunes the checkpoint.
+    deploy.rename(tmp_path / 'elsewhere.safetensors')
+    result = yolo_cli('detect', 'train', f'model={last}', f'data={tiny_data}', 'epochs=1', 'imgsz=64', 'batch=2',
+                      'workers=0', 'device=cpu', f'project={tmp_path / "cli"}', 'name=ft', 'plots=False',
+                      'val=False', cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    transferred = re.search(r'Transferred (\d+)/(\d+) items', log)
+    assert transferred and transferred.group(1) == transferred.group(2), log[-2000:]
+    tuned = ultralytics.YOLO(str(tmp_path / 'cli' / 'ft' / 'weights' / 'last.pt')).model
+    assert isinstance(tuned.model[0], DeployBackbone) and tuned.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
 
     capsys.readouterr()
     assert detect.main(['predict', '--weights', str(last), '--source', str(tiny_data.parent / 'images'),
@@ -154,6 +186,7 @@ def test_rtdetr_trains_one_epoch(s12_deploy, tiny_data, tmp_path):
         'plots=False', 'val=False'])
     assert code == 0
     last = tmp_path / 'runs' / 'rt' / 'weights' / 'last.pt'
+    assert 'RTDETRDecoder' in (tmp_path / 'runs' / 'rt' / 'model.yaml').read_text()
     model = ultralytics.RTDETR(str(last)).model
     assert type(model).__name__ == 'RTDETRDetectionModel' and isinstance(model.model[0], DeployBackbone)
 
@@ -187,6 +220,44 @@ def test_bad_weights_and_training_form_checkpoint(tmp_path, capsys):
         build_backbone('fasternet_t0', out_indices=(1, 7))
 
 
+def test_weights_argument_quoted_or_absolute_is_resolved(tmp_path, monkeypatch):
+    from models.efficient import create_deploy, create_training
+    timm_file = tmp_path / 'fasternet_t0.pth'
+    torch.save(randomize(create_training('fasternet_t0'), seed=2).state_dict(), timm_file)
+    reference = models.efficient.as_features(create_deploy('fasternet_t0', weights=str(timm_file)), (1, 2, 3))
+    x = torch.randn(1, 3, 64, 64)
+    # quoted, as ultralytics passes a string that literal_eval turned into 'path'
+    quoted = DeployBackbone('fasternet_t0', [1, 2, 3], repr(str(timm_file)))
+    assert_same_features(features(reference, x), features(quoted, x), tol=0)
+
+    cfg = handoff.load_cfg(RECIPES / 'yolov8-riformer_s12.yaml')
+    for row, channels in zip(cfg['backbone'][1:4], (80, 160, 320)):
+        row[3][0] = channels
+    monkeypatch.chdir(tmp_path)      # relative and absolute, unquoted: literal_eval would fail on both
+    for weights in (str(timm_file), timm_file.name):
+        cfg['backbone'][0][3] = ['fasternet_t0', [1, 2, 3], weights]
+        prepared = handoff.prepare_cfg(cfg)
+        assert prepared['backbone'][0][3] == ['fasternet_t0', [1, 2, 3], repr(str(timm_file))]
+        net = ultralytics.YOLO(str(handoff.write_cfg(prepared, tmp_path / 'fn.yaml'))).model.eval()
+        assert_same_features(features(reference, x), features(net.model[0], x), tol=0)
+
+
+def test_cfg_must_be_a_model_yaml(s12_deploy, tiny_data, tmp_path, capsys):
+    (tmp_path / 'last.pt').write_bytes(bytes(range(256)))
+    (tmp_path / 'binary.yaml').write_bytes(bytes(range(128, 256)))
+    for cfg, message in [('last.pt', 'a model YAML (.yaml) is needed here, got .pt; to fine-tune a trained '
+                                     'detector pass --weights'),
+                         ('binary.yaml', 'not a text file')]:
+        assert detect.main(['train', '--cfg', str(tmp_path / cfg), '--data', str(tiny_data),
+                            '--project', str(tmp_path / 'runs')]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    assert detect.main(['train', '--cfg', str(RECIPES / 'yolov8-riformer_s12.yaml'), '--weights',
+                        str(tmp_path / 'last.pt'), '--data', str(tiny_data)]) == 2
+    assert 'one of --cfg' in capsys.readouterr().err
+
+
 def test_registration_is_a_name_in_ultralytics_parser():
     import ultralytics.nn.tasks as tasks
-    assert tasks.DeployBackbone is DeployBackbone
+    from models.handoff import RIFormerNeckBlock
+    assert tasks.DeployBackbone is DeployBackbone and tasks.RIFormerBlock is RIFormerNeckBlock

@@ -8,7 +8,7 @@ import models
 from helpers import deploy_checkpoint
 
 yolo = pytest.importorskip('yolov5.models.yolo')
-from models.handoff.yolov5 import Pick, build_detection_model  # noqa: E402
+from models.handoff.yolov5 import Pick, build_detection_model, load_detection_model  # noqa: E402
 
 RECIPE = models.__file__.rsplit('/', 2)[0] + '/recipes/detect/yolov5-riformer_s12.yaml'
 
@@ -42,3 +42,35 @@ def test_yolov5_loss_reaches_the_backbone(tmp_path):
     loss.sum().backward()
     grads = [p.grad for p in net.model[0].parameters()]
     assert torch.isfinite(loss).all() and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    yolo.LOGGER.addHandler(collect)
+    try:
+        path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=6)
+        net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
+    finally:
+        yolo.LOGGER.removeHandler(collect)
+    text = '\n'.join(collect.lines)
+    total = sum(p.numel() for p in net.parameters())
+    assert f'{total} parameters' in text and text.count('summary') == 1        # 14.9M, not the stand-ins' 4.4M
+    assert 'torch.nn.modules.linear.Identity' not in text                      # no stand-in layer table
+
+    # Saved as their train.py saves it; their attempt_load fails here, ours loads and fuses.
+    torch.save({'model': net}, tmp_path / 'last.pt')
+    loaded = load_detection_model(tmp_path / 'last.pt')
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert models.relative_error(net(x)[0], loaded(x)[0]) < 1e-5

@@ -2,17 +2,19 @@
 """Train, validate, predict with and export ultralytics detectors on a deploy backbone.
 
     python tools/detect.py train   --cfg recipes/detect/yolov8-riformer_s12.yaml --backbone S12.deploy.safetensors --data data.yaml
+    python tools/detect.py train   --weights runs/detect/exp/weights/last.pt --data other.yaml   # fine-tune
     python tools/detect.py train   --resume runs/detect/exp/weights/last.pt
     python tools/detect.py val     --weights runs/detect/exp/weights/best.pt --data data.yaml
     python tools/detect.py predict --weights runs/detect/exp/weights/best.pt --source images/
     python tools/detect.py export  --weights runs/detect/exp/weights/best.pt --format onnx
 
-The `yolo` command cannot register modules, so this launcher imports `models.handoff.yolo`
-(which registers DeployBackbone) before ultralytics builds or unpickles a model. It also writes
-the model YAML with the backbone source resolved to an absolute, quoted path (ultralytics
-rebuilds from that YAML when it fine-tunes or resumes) and turns ultralytics' auto-install of
-unknown packages off unless YOLO_AUTOINSTALL is set. Extra `key=value` arguments go to
-ultralytics unchanged (values parsed as YAML scalars).
+A fresh run builds the detector once from the model YAML (deploy weights read from the file,
+resolved to an absolute path) and starts training from that, saved as RUN/init.pt with the
+prepared YAML as RUN/model.yaml: the YAML stored in every checkpoint names the backbone's
+architecture only, so fine-tuning and resuming never need the deploy file (the `yolo` command
+takes the checkpoints too: unpickling one imports this package, which registers its layers).
+Auto-install of unknown packages is off unless YOLO_AUTOINSTALL is set. Extra `key=value`
+arguments go to ultralytics unchanged (values parsed as YAML scalars).
 """
 import argparse
 import os
@@ -51,16 +53,33 @@ def existing(path, what, suffixes=None) -> Path:
     return path.resolve()
 
 
-def detector_class(cfg=None, weights=None):
+def detector_class(weights):
     from ultralytics import RTDETR, YOLO
-    from models.handoff import yolo as handoff
-    if cfg is not None:
-        return RTDETR if handoff.is_rtdetr(cfg) else YOLO
     # A trained checkpoint loads through ultralytics' own loader (never unpickled here); only
     # RTDETR wires the RT-DETR validator/predictor, so reload as RTDETR when the head says so.
     from ultralytics.nn.tasks import RTDETRDetectionModel
+    import models.handoff.yolo  # noqa: F401  (registers our layers before anything is unpickled)
     model = YOLO(str(weights))
     return RTDETR if isinstance(model.model, RTDETRDetectionModel) else YOLO
+
+
+def dataset_classes(path):
+    """The class count of an ultralytics dataset YAML (None when it does not say)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise CheckpointError(f'{path}: not a dataset YAML') from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f'{path}: not a dataset YAML')
+    names = data.get('names')
+    return int(data['nc']) if 'nc' in data else (len(names) if isinstance(names, (list, dict)) else None)
+
+
+def run_dir(project, name, exist_ok) -> Path:
+    """The run folder ultralytics would choose (`exp`, `exp2`, ...), decided here so the prepared
+    YAML and init.pt go inside it."""
+    from ultralytics.utils.files import increment_path
+    return Path(increment_path(Path(project).resolve() / name, exist_ok=exist_ok))
 
 
 def cmd_train(args, extra):
@@ -70,23 +89,29 @@ def cmd_train(args, extra):
         common['device'] = args.device
     if args.resume:
         weights = existing(args.resume, 'checkpoint', ('.pt',))
-        model = detector_class(weights=weights)(str(weights))
+        model = detector_class(weights)(str(weights))
         return model.train(resume=True, **extra)
-    if not args.cfg or not args.data:
-        raise CheckpointError('train needs --cfg and --data (or --resume last.pt)')
+    if sum(bool(a) for a in (args.cfg, args.weights)) != 1 or not args.data:
+        raise CheckpointError('train needs --data and one of --cfg (a model YAML, fresh detector) or '
+                              '--weights (a trained .pt, fine-tune); or --resume last.pt')
     data = existing(args.data, 'dataset YAML', ('.yaml', '.yml'))
-    cfg = handoff.prepare_cfg(handoff.load_cfg(args.cfg), args.backbone)
-    project = Path(args.project).resolve()
-    path = handoff.write_cfg(cfg, project / f'{args.name}.yaml')
-    print(f'model YAML: {path}')
-    model = detector_class(cfg)(str(path))
-    return model.train(data=str(data), project=str(project), name=args.name, exist_ok=args.exist_ok,
-                       **common, **extra)
+    if args.weights:
+        weights = existing(args.weights, 'checkpoint', ('.pt',))
+        start = detector_class(weights)(str(weights))
+    else:
+        cfg = handoff.prepare_cfg(handoff.load_cfg(args.cfg), args.backbone)
+        folder = run_dir(args.project, args.name, args.exist_ok)
+        init = handoff.init_checkpoint(cfg, folder, nc=dataset_classes(data))
+        print(f'model YAML: {folder / "model.yaml"}\nstart checkpoint: {init}')
+        start = handoff.detector_class(cfg)(str(init))
+        args.name, args.exist_ok = folder.name, True
+    return start.train(data=str(data), project=str(Path(args.project).resolve()), name=args.name,
+                       exist_ok=args.exist_ok, **common, **extra)
 
 
 def cmd_val(args, extra):
     weights = existing(args.weights, 'checkpoint', ('.pt',))
-    model = detector_class(weights=weights)(str(weights))
+    model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, batch=args.batch, workers=args.workers, **extra)
     if args.data:
         kwargs['data'] = str(existing(args.data, 'dataset YAML', ('.yaml', '.yml')))
@@ -100,7 +125,7 @@ def cmd_val(args, extra):
 def cmd_predict(args, extra):
     weights = existing(args.weights, 'checkpoint', ('.pt',))
     source = existing(args.source, 'image source')
-    model = detector_class(weights=weights)(str(weights))
+    model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, conf=args.conf, **extra)
     if args.device:
         kwargs['device'] = args.device
@@ -112,7 +137,7 @@ def cmd_predict(args, extra):
 
 def cmd_export(args, extra):
     weights = existing(args.weights, 'checkpoint', ('.pt',))
-    model = detector_class(weights=weights)(str(weights))
+    model = detector_class(weights)(str(weights))
     kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
     if args.format == 'onnx':
         kwargs.setdefault('simplify', False)   # onnxslim is not a dependency; no auto-install
@@ -132,8 +157,9 @@ def build_parser():
         p.add_argument('--device', help="'cpu', '0', ... (default: ultralytics' choice)")
         return p
 
-    p = add('train', cmd_train, 'train a detector from a model YAML')
+    p = add('train', cmd_train, 'train a detector from a model YAML, or fine-tune a trained one')
     p.add_argument('--cfg', help='model YAML with a DeployBackbone row (recipes/detect/)')
+    p.add_argument('--weights', help='fine-tune a trained detector checkpoint (.pt) instead of --cfg')
     p.add_argument('--backbone', help='deploy checkpoint or backbone name; replaces the YAML source')
     p.add_argument('--data', help='ultralytics dataset YAML')
     p.add_argument('--resume', help='resume an interrupted run from its last.pt')

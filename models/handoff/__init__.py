@@ -14,5 +14,12 @@ Per detector family:
 * mmdet / mmpretrain: `models.handoff.mmpretrain` (checkpoint in mmpretrain's RIFormer layout).
 """
 from .backbone import DeployBackbone, backbone_names, build_backbone, read_metadata
+from .layers import RIFormerNeckBlock
+from .register import LAYERS, register_in, register_loaded
 
-__all__ = ['DeployBackbone', 'backbone_names', 'build_backbone', 'read_metadata']
+__all__ = ['DeployBackbone', 'LAYERS', 'RIFormerNeckBlock', 'backbone_names', 'build_backbone', 'read_metadata',
+           'register_in', 'register_loaded']
+
+# A detector checkpoint being unpickled imports this package: register our layer names with the
+# parsers already loaded, so the rebuild that follows (fine-tune, resume) finds them.
+register_loaded()

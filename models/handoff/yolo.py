@@ -1,20 +1,26 @@
-"""Ultralytics (8.4) hand-off: importing this module registers `DeployBackbone` for model YAMLs.
+"""Ultralytics (8.4) hand-off: importing this module registers our layers for model YAMLs.
 
-ultralytics' `parse_model` looks module names up in `ultralytics.nn.tasks`' globals, so the class
-is placed there (no ultralytics code is changed). In a YAML the backbone is one row returning a
-list of maps, followed by `Index` rows that pick a map and declare its channels:
+ultralytics' `parse_model` looks module names up in `ultralytics.nn.tasks`' globals, so the
+classes are placed there (no ultralytics code is changed; see register.py). In a YAML the
+backbone is one row returning a list of maps, followed by `Index` rows that pick a map and
+declare its channels; RIFormerBlocks can sit anywhere in the neck:
 
-    - [-1, 1, DeployBackbone, ["'riformer_s12.deploy.safetensors'", [1, 2, 3]]]   # 0
+    - [-1, 1, DeployBackbone, [riformer_s12, [1, 2, 3], "'riformer_s12.deploy.safetensors'"]]   # 0
     - [0, 1, Index, [128, 0]]   # P3/8
     - [0, 1, Index, [320, 1]]   # P4/16
     - [0, 1, Index, [512, 2]]   # P5/32
+    ...
+    - [-1, 3, C2f, [512]]
+    - [-1, 1, RIFormerBlock, [256]]   # C2f's 512 x width_multiple 0.5: written out, not scaled
 
-Pitfalls handled here (REFERENCE section 4): string arguments go through `ast.literal_eval`, so
-a path must be quoted ("'path'"; `prepare_cfg` does it); an undeclared or wrong channel count
-breaks the head later with a shape error (`prepare_cfg` checks it against the backbone); and
-ultralytics rebuilds the model from the YAML stored in a checkpoint when it fine-tunes or
-resumes, so `prepare_cfg` records the checkpoint's absolute path. Its BatchNorm reset (eps 1e-3)
-cannot touch the backbone: deploy forms hold no BatchNorm.
+Pitfalls handled here: string arguments go through `ast.literal_eval`, so a path must be quoted
+("'path'"; `prepare_cfg` resolves and quotes it); an undeclared or wrong channel count breaks
+the head later with a shape error (`prepare_cfg` checks `Index` rows against the backbone, a
+RIFormerBlock checks its input when the parser runs its stride forward); and ultralytics
+rebuilds the model from the YAML stored in a checkpoint when it fine-tunes or resumes, so
+`init_checkpoint` stores a YAML that names the architecture only (`DeployBackbone.portable_args`)
+and the deploy file is read once, when the fresh detector is built. Its BatchNorm reset
+(eps 1e-3) cannot touch the backbone: deploy forms hold no BatchNorm.
 """
 import copy
 from pathlib import Path
@@ -26,15 +32,15 @@ from ..errors import CheckpointError
 from ..riformer import ARCHS
 from ..loader import clean_source
 from .backbone import DeployBackbone, backbone_names
+from .register import register_in
 
 MODULE_NAME = 'DeployBackbone'
 
 
 def register():
-    """Make `DeployBackbone` a name ultralytics model YAMLs can use (idempotent)."""
+    """Make our layers (`DeployBackbone`, `RIFormerBlock`) names ultralytics model YAMLs can use."""
     import ultralytics.nn.tasks as tasks
-    setattr(tasks, MODULE_NAME, DeployBackbone)
-    return tasks
+    return register_in(tasks)
 
 
 register()
@@ -44,8 +50,13 @@ def load_cfg(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: no such model YAML')
+    if path.suffix not in ('.yaml', '.yml'):
+        hint = f'; to fine-tune a trained detector pass --weights {path}' if path.suffix == '.pt' else ''
+        raise CheckpointError(f'{path}: a model YAML (.yaml) is needed here, got {path.suffix or "no suffix"}{hint}')
     try:
         cfg = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise CheckpointError(f'{path}: not a text file; a model YAML (.yaml) is needed here') from None
     except yaml.YAMLError as e:
         raise CheckpointError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get('backbone'), list) or not isinstance(cfg.get('head'), list):
@@ -57,10 +68,45 @@ def is_rtdetr(cfg: dict) -> bool:
     return any(row[2] == 'RTDETRDecoder' for row in cfg['head'])
 
 
+def _resolve(path, base_dir: Optional[Path]) -> str:
+    path = Path(path).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    return str(path.resolve())
+
+
+def _fresh_args(args: list, backbone: Optional[str], base_dir: Optional[Path]) -> list:
+    """[source, out_indices, weights] of a DeployBackbone row for a fresh build: the source as an
+    architecture or backbone name, files resolved to absolute paths and quoted."""
+    source = args[0] if backbone is None else backbone
+    source = source if isinstance(source, dict) else clean_source(source)
+    out_indices = args[1] if len(args) > 1 else None
+    weights = clean_source(args[2]) if len(args) > 2 and args[2] is not None else None
+    if backbone is not None:
+        weights = None     # --backbone replaces the row's source and its weights
+    if isinstance(source, dict) or source in ARCHS:
+        if weights is None:
+            raise CheckpointError(
+                f'{source}: a RIFormer needs its deploy checkpoint (write one with tools/reparam.py), not a name')
+    elif source not in backbone_names():
+        weights, source = source, None      # a deploy file: its architecture is read below
+    if weights is not None:
+        weights = _resolve(weights, base_dir)
+        if not Path(weights).exists():
+            raise CheckpointError(
+                f'{weights}: no such file, and not a backbone name (names: {", ".join(backbone_names())}; '
+                f'RIFormer: a deploy checkpoint path)')
+    if source is None:
+        source = DeployBackbone(repr(weights), out_indices).arch
+    return [source, out_indices, repr(weights)] if weights is not None else [source, out_indices]
+
+
 def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Path] = None) -> dict:
-    """A copy of `cfg` with every DeployBackbone source resolved and quoted, and the channel counts
-    of the `Index` rows that read it checked. `backbone` replaces the source of every such row;
-    relative paths are taken from the current directory (or `base_dir`)."""
+    """A copy of `cfg` for building a fresh detector: every DeployBackbone row as
+    `[architecture, out_indices, 'absolute deploy file']` (files resolved and quoted for
+    ultralytics' literal_eval), and the channel counts of the `Index` rows that read it checked.
+    `backbone` (a deploy file or backbone name) replaces the source of every such row; relative
+    paths are taken from the current directory (or `base_dir`)."""
     cfg = copy.deepcopy(cfg)
     rows = cfg['backbone'] + cfg['head']
     found = False
@@ -71,18 +117,22 @@ def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Pa
         args = list(row[3])
         if not args and backbone is None:
             raise CheckpointError(f'row {i}: DeployBackbone needs a source (checkpoint path or name)')
-        source = clean_source(backbone if backbone is not None else args[0])
-        if source not in backbone_names() and source not in ARCHS:   # names pass through
-            path = Path(source).expanduser()
-            if not path.is_absolute():
-                path = (base_dir or Path.cwd()) / path
-            source = str(path.resolve())
-        args = [repr(source), *args[1:]] if args else [repr(source)]
-        row[3] = args
-        module = DeployBackbone(*args)
+        row[3] = _fresh_args(args, backbone, base_dir)
+        module = DeployBackbone(*row[3])
         _check_index_rows(rows, i, module)
     if not found:
         raise CheckpointError(f'the model YAML has no {MODULE_NAME} row')
+    return cfg
+
+
+def portable_cfg(cfg: dict, model) -> dict:
+    """A copy of `cfg` (the YAML of the built `model`, an ultralytics DetectionModel) whose
+    DeployBackbone rows name the architecture only: a rebuild from it needs no file, and loads
+    the weights from the checkpoint that stores it."""
+    cfg = copy.deepcopy(cfg)
+    for row, layer in zip(cfg['backbone'] + cfg['head'], model.model):
+        if isinstance(layer, DeployBackbone):
+            row[3] = layer.portable_args()
     return cfg
 
 
@@ -107,3 +157,25 @@ def write_cfg(cfg: dict, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def detector_class(cfg: dict):
+    """The ultralytics model class (YOLO or RTDETR, which wires the RT-DETR trainer) for `cfg`."""
+    from ultralytics import RTDETR, YOLO
+    return RTDETR if is_rtdetr(cfg) else YOLO
+
+
+def init_checkpoint(cfg: dict, run_dir, nc: Optional[int] = None) -> Path:
+    """Build a fresh detector from `cfg` (prepared by `prepare_cfg`: deploy weights read from
+    their files), and save it as `run_dir/init.pt`, a checkpoint ultralytics trains from
+    (`YOLO('init.pt').train(...)`) whose stored YAML names the architecture only. The prepared
+    YAML is written next to it as `run_dir/model.yaml`. Returns the checkpoint path."""
+    from .detector import save_detector
+    run_dir = Path(run_dir)
+    cfg = copy.deepcopy(cfg)
+    if nc is not None:
+        cfg['nc'] = nc      # the dataset's classes: the head is then transferred whole
+    path = write_cfg(cfg, run_dir / 'model.yaml')
+    net = detector_class(cfg)(str(path)).model
+    net.yaml = portable_cfg(net.yaml, net)
+    return save_detector(net, run_dir / 'init.pt')

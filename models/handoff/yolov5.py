@@ -9,7 +9,7 @@ backbone's channels and strides), so their channel bookkeeping, stride computati
 and Detect bias init run unchanged; the stand-ins are then swapped for `DeployBackbone` and
 `Pick` modules. Our YAML rows are the same as for ultralytics:
 
-    - [-1, 1, DeployBackbone, ["'S12.deploy.safetensors'", [1, 2, 3]]]   # 0
+    - [-1, 1, DeployBackbone, [riformer_s12, [1, 2, 3], "'S12.deploy.safetensors'"]]   # 0
     - [0, 1, Index, [128, 0]]                                              # 1..3, consecutive
 
 Usage (`yolo_module`: 'yolov5.models.yolo' for the `yolov5` package, 'yolo9.models.yolo' for
@@ -17,12 +17,21 @@ Usage (`yolo_module`: 'yolov5.models.yolo' for the `yolov5` package, 'yolo9.mode
 
     model = build_detection_model('yolov5-riformer_s12.yaml', 'yolov5.models.yolo', nc=80)
 
-The result is their DetectionModel: their loss, NMS, detect.py/val.py on a saved checkpoint work
-while our package is importable. Their train.py rebuilds the model from `model.yaml` with their
-parser, which cannot express this backbone: train with the returned model from Python instead.
+RIFormerBlock rows in the neck (`[-1, 1, RIFormerBlock, [C]]`, see layers.py) go to their parser
+unchanged: the shim puts the name into their `models/yolo.py` namespace. A YAML without a
+DeployBackbone row (their own backbone, RIFormerBlocks in the neck) is built by their parser alone.
+
+The result is their DetectionModel: their loss and NMS work on it. Saved as `{'model': net}`,
+`load_detection_model` reads it back (restricted unpickling, then `fuse()`); yolov5 7.0.14's
+own `attempt_load` / `DetectMultiBackend` (and so their detect.py / val.py) fail to import next
+to the `models` package of this project and current huggingface_hub. Their train.py rebuilds
+the model from `model.yaml` with their parser, which cannot express the DeployBackbone: train
+with the returned model from Python instead.
 """
+import contextlib
 import copy
 import importlib
+import logging
 from pathlib import Path
 from typing import Optional, Union
 
@@ -31,6 +40,8 @@ import yaml
 
 from ..errors import CheckpointError
 from .backbone import DeployBackbone
+from .detector import detector_of, load_pickled
+from .register import register_in
 
 
 class Pick(nn.Module):
@@ -59,13 +70,16 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         yolo = importlib.import_module(yolo_module)
     except ImportError as e:
         raise CheckpointError(f'cannot import {yolo_module} ({e}); install yolov5 / yolo9 or pass the checkout module') from None
+    register_in(yolo)       # RIFormerBlock (and DeployBackbone) as names their parser evaluates
     cfg = _load(cfg)
     rows = cfg['backbone']
+    if any(row[2] == 'DeployBackbone' for row in rows[1:] + cfg['head']):
+        raise CheckpointError('DeployBackbone must be the first backbone row')
     if not rows or rows[0][2] != 'DeployBackbone':
-        raise CheckpointError('the first backbone row must be DeployBackbone')
+        return yolo.DetectionModel(cfg, ch=3, nc=nc)     # their backbone: their parser alone
     args = list(rows[0][3])
     if backbone is not None:
-        args = [backbone, *args[1:]]
+        args = [backbone, *args[1:2]]      # replaces the source and its weights
     module = DeployBackbone(*args)
     picks = []
     for j, row in enumerate(rows[1:], start=1):
@@ -91,7 +105,8 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         stride = module.strides[index]
     surrogate = copy.deepcopy(cfg)
     surrogate['backbone'] = stand_ins + rows[1 + len(picks):]
-    model = yolo.DetectionModel(surrogate, ch=3, nc=nc)
+    with _quiet(getattr(yolo, 'LOGGER', None)):       # its layer table and summary describe the stand-ins
+        model = yolo.DetectionModel(surrogate, ch=3, nc=nc)
 
     # Swap the stand-ins for the real modules (same indices; Picks read row 0's list).
     module.i, module.f, module.type = 0, -1, 'DeployBackbone'
@@ -103,4 +118,27 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         model.model[j] = pick
     model.save = sorted(set(model.save) | {0})
     model.yaml = cfg     # the real description (their parser cannot rebuild it; see above)
+    model.info()         # their summary line, of the real model
     return model
+
+
+@contextlib.contextmanager
+def _quiet(logger: Optional[logging.Logger]):
+    if logger is None:
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_detection_model(path, fuse: bool = True) -> nn.Module:
+    """A YOLOv5 / YOLOv9 DetectionModel saved as `{'model': net}` (as their train.py saves it),
+    in eval mode and float32, fused (Conv + BatchNorm) unless `fuse=False`. Unpickling is
+    restricted to torch, detector and our layer classes (`detector.load_pickled`); the package
+    of the detector (`yolov5` / `yolo9`) must be importable."""
+    model = detector_of(load_pickled(path)).eval()
+    return model.fuse() if fuse and hasattr(model, 'fuse') else model
