@@ -74,3 +74,19 @@ def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert models.relative_error(net(x)[0], loaded(x)[0]) < 1e-5
+
+
+def test_yolov5_yaml_with_riformer_block_in_the_neck(tmp_path):
+    import yaml
+    from models.handoff import RIFormerNeckBlock
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=8)
+    cfg = yaml.safe_load(open(RECIPE))
+    cfg['head'].insert(-1, [-1, 1, 'RIFormerBlock', [512]])      # row 19, after the last C3
+    cfg['head'][-1][0] = [12, 15, 19]
+    net = build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
+    assert isinstance(net.model[19], RIFormerNeckBlock) and net.model[19].form == 'train'
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64))[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 3 + 5)
+    cfg['head'][-2][3] = [256]
+    with pytest.raises(models.CheckpointError, match=r'row 19: RIFormerBlock declares 256 channels but its input has 512'):
+        build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path))

@@ -68,3 +68,62 @@ def test_yolov9_detection_model_with_deploy_backbone(s12_deploy, tmp_path):
 def test_yolov9_channel_check():
     with pytest.raises(models.CheckpointError, match='Index declares 128 channels, the backbone gives 80'):
         build_detection_model(RECIPE, 'yolo9.models.yolo', backbone='fasternet_t0')
+
+
+NECK = RECIPE.with_name('yolov9-riformer_s12-neck.yaml')
+
+
+def test_yolov9_neck_blocks_train_fold_and_predict(s12_deploy, tmp_path, capsys):
+    import copy
+    from helpers import load_tool, randomize
+    from models.handoff import RIFormerNeckBlock
+    from yolo9.utils.general import non_max_suppression
+    net = build_detection_model(NECK, 'yolo9.models.yolo', nc=2, backbone=str(s12_deploy))
+    blocks = [m for m in net.modules() if isinstance(m, RIFormerNeckBlock)]
+    assert [b.dim for b in blocks] == [192, 128, 192, 256] and [b.i for b in blocks] == [8, 12, 16, 20]
+
+    # One epoch on four synthetic images (batch 2) with their loss, as their train.py would.
+    net.train()
+    net.hyp = yaml.safe_load(HYP.read_text())
+    loss_fn = ComputeLoss(net)
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 64, 64, generator=g)
+    targets = torch.tensor([[0, 0, .5, .5, .4, .4], [1, 1, .3, .6, .3, .5], [0, 1, .6, .3, .2, .2], [1, 0, .4, .4, .5, .3]])
+    before = copy.deepcopy(blocks[0].token_mixer.affine.bias)
+    for start in (0, 2):
+        batch = targets[(targets[:, 0] >= start) & (targets[:, 0] < start + 2)].clone()
+        batch[:, 0] -= start
+        loss, _ = loss_fn(net(images[start:start + 2]), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, blocks[0].token_mixer.affine.bias)
+
+    # Saved as their train.py saves it (half), non-trivial blocks; folded by tools/reparam.py.
+    for i, block in enumerate(blocks):
+        randomize(block, seed=30 + i)
+    net.eval()
+    torch.save({'model': copy.deepcopy(net).half(), 'opt': {'imgsz': 64}}, tmp_path / 'last.pt')
+    reparam = load_tool('reparam')
+    capsys.readouterr()
+    assert reparam.main([str(tmp_path / 'last.pt')]) == 0
+    assert 'yolo9 DetectionModel: folded 4 of 16 RIFormer blocks' in capsys.readouterr().out
+
+    reference = attempt_load(tmp_path / 'last.pt', fuse=False)
+    folded = attempt_load(tmp_path / 'last.deploy.pt', fuse=True)       # their loader (detect.py / val.py)
+    assert all(m.form == 'deploy' for m in folded.modules() if isinstance(m, RIFormerNeckBlock))
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        ref, got = reference(x), folded(x)
+        assert models.relative_error(ref[0], got[0]) <= 1e-5
+        detections = non_max_suppression(got[0], conf_thres=0.0, max_det=10)
+    assert len(detections) == 2 and all(d.shape[1] == 6 for d in detections)
+
+    # The stored YAML rebuilds (through the shim) deploy-form blocks that take every tensor.
+    stored = torch.load(tmp_path / 'last.deploy.pt', weights_only=False)['model']
+    assert stored.yaml['head'][4][3][-1] == 'deploy' and stored.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
+    rebuilt = build_detection_model(stored.yaml, 'yolo9.models.yolo', nc=2)
+    assert all(m.form == 'deploy' for m in rebuilt.modules() if isinstance(m, RIFormerNeckBlock))
+    have, want = stored.state_dict(), rebuilt.state_dict()
+    assert have.keys() == want.keys() and all(have[k].shape == want[k].shape for k in have)

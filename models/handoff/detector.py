@@ -97,3 +97,150 @@ def save_detector(model: nn.Module, path, extra: dict = None) -> Path:
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-detector reparameterization
+
+def family(model: nn.Module) -> str:
+    """'ultralytics', 'yolo9' or 'yolov5': the code base a detector model comes from."""
+    root = type(model).__module__.split('.')[0]
+    if root in ('ultralytics', 'yolo9', 'yolov5'):
+        return root
+    raise CheckpointError(f'{type(model).__module__}.{type(model).__name__}: not an ultralytics, yolo9 or yolov5 detector')
+
+
+def _tensors(out, prefix='out'):
+    """Every tensor of a (nested) detector output, named by position."""
+    if isinstance(out, torch.Tensor):
+        return {prefix: out}
+    if isinstance(out, dict):
+        items = out.items()
+    elif isinstance(out, (list, tuple)):
+        items = enumerate(out)
+    else:
+        return {}
+    found = {}
+    for key, value in items:
+        found.update(_tensors(value, f'{prefix}.{key}'))
+    return found
+
+
+@torch.no_grad()
+def compare_detectors(reference: nn.Module, candidate: nn.Module, x: torch.Tensor) -> dict:
+    """Relative error (max |a - b| / max |a|) of every output tensor of `candidate` against
+    `reference` on `x`, in eval mode: the decoded predictions and the head's raw maps."""
+    from ..reparam import relative_error
+    ref, cand = _tensors(reference.eval()(x)), _tensors(candidate.eval()(x))
+    if ref.keys() != cand.keys():
+        raise CheckpointError(f'outputs differ in structure: {sorted(ref)} vs {sorted(cand)}')
+    return {k: relative_error(ref[k], cand[k]) for k in ref}
+
+
+def deploy_yaml(model: nn.Module) -> dict:
+    """The model YAML of `model` with every RIFormerBlock row in its current form and every
+    DeployBackbone row naming its architecture only, so that a rebuild makes the same modules."""
+    import copy
+    from .backbone import DeployBackbone
+    from .layers import RIFormerNeckBlock
+    cfg = copy.deepcopy(model.yaml)
+    for row, layer in zip(cfg['backbone'] + cfg['head'], model.model):
+        if isinstance(layer, RIFormerNeckBlock):
+            row[3] = layer.yaml_args()
+        elif isinstance(layer, nn.Sequential) and layer and all(isinstance(m, RIFormerNeckBlock) for m in layer):
+            row[3] = layer[0].yaml_args()            # a row with repeats: one set of arguments
+        elif isinstance(layer, DeployBackbone):
+            row[3] = layer.portable_args()
+    return cfg
+
+
+def rebuild(model: nn.Module) -> nn.Module:
+    """What a fine-tune / resume builds from `model.yaml` in the detector's own code base."""
+    kind = family(model)
+    nc = model.yaml.get('nc')
+    if kind == 'ultralytics':
+        from .yolo import register
+        register()
+        return type(model)(model.yaml, nc=nc, verbose=False)
+    from .yolov5 import build_detection_model
+    return build_detection_model(model.yaml, f'{kind}.models.yolo', nc=nc)
+
+
+def check_transfer(model: nn.Module, rebuilt: nn.Module):
+    """Every tensor of `model` has a place of the same shape in `rebuilt` and back (what
+    ultralytics reports as 'Transferred N/N items')."""
+    have, want = model.state_dict(), rebuilt.state_dict()
+    missing = [k for k in want if k not in have or have[k].shape != want[k].shape]
+    extra = [k for k in have if k not in want]
+    if missing or extra:
+        raise CheckpointError(
+            f'a rebuild from the rewritten YAML does not take every tensor: {len(missing)} new '
+            f'(first: {missing[:1]}), {len(extra)} left over (first: {extra[:1]})')
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(f'{path.stem}.deploy{path.suffix}')
+
+
+def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, batch_size: int = 2,
+                            seed: int = 0, log=print) -> dict:
+    """Fold every RIFormerBlock of a detector checkpoint (ultralytics, yolo9) into the deploy
+    form, check the outputs against the unfolded detector on a random batch at the checkpoint's
+    image size, rewrite the stored YAML so a rebuild makes deploy-form blocks and takes every
+    tensor, and write `out` (default SRC.deploy.pt) as a checkpoint the detector's own tools load.
+    The optimizer state is not carried over (it belongs to the training-form parameters)."""
+    import copy
+    from ..reparam import reparameterize
+    from ..riformer import RIFormerBlock
+    src = Path(src)
+    ckpt = load_pickled(src)
+    model = detector_of(ckpt).eval()
+    kind = family(model)
+    blocks = [m for m in model.modules() if isinstance(m, RIFormerBlock)]
+    if not blocks:
+        raise CheckpointError(f'{src}: the detector has no RIFormer blocks to fold')
+    todo = [b for b in blocks if b.form != 'deploy']
+    if not todo:
+        raise CheckpointError(f'{src}: every RIFormer block is already in deploy form; nothing to fold')
+
+    reference = copy.deepcopy(model)
+    reparameterize(model, 'deploy')
+    model.yaml = deploy_yaml(model)
+    check_transfer(model, rebuild(model).eval())
+
+    args = ckpt.get('train_args') or {}
+    opt = ckpt.get('opt') or {}
+    size = image_size or args.get('imgsz') or opt.get('imgsz') or 640
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    errors = compare_detectors(reference, model, x)
+    worst = max(errors.values(), key=lambda e: float('inf') if e != e else e)
+    if not worst <= tol:     # also catches NaN
+        raise CheckpointError(
+            f'equivalence check failed: max relative error {worst:.3g} > tol {tol:g}; detector not written')
+
+    out = Path(out) if out else default_output(src)
+    if out.resolve() == src.resolve():
+        raise CheckpointError(f'{out}: output would overwrite the input; pass another -o')
+    keep = {k: ckpt[k] for k in ('train_args', 'names', 'opt') if k in ckpt}
+    save_detector(model, out, extra={**keep, 'folds': f'{len(todo)} RIFormer blocks to deploy form',
+                                     'max_rel_error': worst})
+    log(f'{src} -> {out}')
+    log(f'  {kind} {type(model).__name__}: folded {len(todo)} of {len(blocks)} RIFormer blocks '
+        f'({len(blocks) - len(todo)} were already deploy-form)')
+    log(f'  check on {batch_size}x3x{size}x{size}: max relative error {worst:.2e} (tol {tol:g}) over '
+        f'{len(errors)} outputs; stored YAML rewritten, a rebuild takes all {len(model.state_dict())} tensors')
+    return {'output': str(out), 'errors': errors, 'max_rel_error': worst, 'folded': len(todo), 'family': kind}
+
+
+def is_detector_checkpoint(path) -> bool:
+    """Whether `path` is a pickled detector (names an ultralytics / yolo9 / yolov5 class), judged
+    from the names in the file without unpickling it."""
+    path = Path(path)
+    if path.suffix != '.pt' or not path.is_file():
+        return False
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:
+        return False
+    return any(n.split('.')[0] in ('ultralytics', 'yolo9', 'yolov5') for n in names)

@@ -34,7 +34,7 @@ class RIFormerNeckBlock(RIFormerBlock):
         return [self.dim, mlp_ratio, drop_path, self.layer_scale_init_value, self.form]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != self.dim:
+        if not torch.jit.is_tracing() and x.shape[1] != self.dim:   # tracing: shapes are fixed
             layer = getattr(self, 'i', None)    # the row index, set by the parsers
             where = f'row {layer}' if layer is not None else 'a row'
             raise CheckpointError(

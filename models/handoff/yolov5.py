@@ -72,6 +72,8 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         raise CheckpointError(f'cannot import {yolo_module} ({e}); install yolov5 / yolo9 or pass the checkout module') from None
     register_in(yolo)       # RIFormerBlock (and DeployBackbone) as names their parser evaluates
     cfg = _load(cfg)
+    if nc is not None:
+        cfg['nc'] = nc      # recorded, as their parser does: a rebuild from model.yaml makes the same head
     rows = cfg['backbone']
     if any(row[2] == 'DeployBackbone' for row in rows[1:] + cfg['head']):
         raise CheckpointError('DeployBackbone must be the first backbone row')

@@ -1,0 +1,166 @@
+"""RIFormerBlocks inside ultralytics detectors: a neck recipe trains (tools/detect.py, one tiny
+epoch), a width mistake gives one error line, and tools/reparam.py DETECTOR.pt folds the whole
+detector into a checkpoint that ultralytics predicts, validates, exports, rebuilds and fine-tunes
+in deploy form."""
+import os
+
+os.environ['YOLO_AUTOINSTALL'] = 'False'
+os.environ['YOLO_OFFLINE'] = '1'
+os.environ.setdefault('YOLO_VERBOSE', 'False')
+
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import models  # noqa: E402
+from helpers import deploy_checkpoint, load_tool, randomize  # noqa: E402
+
+ultralytics = pytest.importorskip('ultralytics')
+from models.handoff import RIFormerNeckBlock  # noqa: E402
+from models.handoff import yolo as handoff  # noqa: E402
+from models.handoff.detector import save_detector  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / 'recipes' / 'detect' / 'yolov8-riformer_s12-neck.yaml'
+detect = load_tool('detect')
+reparam = load_tool('reparam')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def ultralytics_settings(tmp_path_factory):
+    os.environ.setdefault('YOLO_CONFIG_DIR', str(tmp_path_factory.mktemp('ultralytics_cfg')))
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """Four 64px images with one box each, in ultralytics' YOLO format."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp('tinydata')
+    (root / 'images').mkdir()
+    (root / 'labels').mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        img = np.full((64, 64, 3), 30, np.uint8)
+        x0, y0 = rng.integers(4, 30, 2)
+        w, h = rng.integers(14, 30, 2)
+        img[y0:y0 + h, x0:x0 + w] = (60, 200, 90)
+        Image.fromarray(img).save(root / 'images' / f'{i}.png')
+        (root / 'labels' / f'{i}.txt').write_text(
+            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
+    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
+    return root / 'data.yaml'
+
+
+def train_args(data, project, name, *extra):
+    return ['--data', str(data), '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0',
+            '--device', 'cpu', '--project', str(project), '--name', name, '--exist-ok', 'plots=False', *extra]
+
+
+@pytest.fixture(scope='module')
+def neck_run(tmp_path_factory, tiny_data):
+    root = tmp_path_factory.mktemp('neck')
+    deploy = deploy_checkpoint(root / 'riformer_s12.deploy.safetensors', seed=11)
+    assert detect.main(['train', '--cfg', str(RECIPE), '--backbone', str(deploy),
+                        *train_args(tiny_data, root / 'runs', 'neck')]) == 0
+    return root / 'runs' / 'neck'
+
+
+def neck_blocks(net):
+    return [m for m in net.modules() if isinstance(m, RIFormerNeckBlock)]
+
+
+def flatten(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for v in values for t in flatten(v)]
+
+
+def outputs(net, x):
+    """Every output tensor in eval mode: decoded predictions and the head's raw maps."""
+    with torch.no_grad():
+        return flatten(net.eval()(x))
+
+
+def test_neck_recipe_trains_with_training_form_blocks(neck_run):
+    net = ultralytics.YOLO(str(neck_run / 'weights' / 'last.pt')).model
+    blocks = neck_blocks(net)
+    assert [b.dim for b in blocks] == [256, 128, 256, 512] and all(b.form == 'train' for b in blocks)
+    assert [net.model[i].dim for i in (8, 12, 16, 20)] == [256, 128, 256, 512]
+    # training moved them off their initialisation (affine mixer s = 1, t = 0)
+    assert any(not torch.allclose(b.token_mixer.affine.bias, torch.zeros_like(b.token_mixer.affine.bias)) for b in blocks)
+
+
+def test_unscaled_width_gives_one_error_line_with_the_value(tiny_data, tmp_path, capsys):
+    cfg = handoff.load_cfg(RECIPE)
+    cfg['head'][3][3] = [512]          # row 8: C2f [512] is 256 wide at width_multiple 0.5
+    path = handoff.write_cfg(cfg, tmp_path / 'wide.yaml')
+    deploy = deploy_checkpoint(tmp_path / 's12.deploy.safetensors')
+    assert detect.main(['train', '--cfg', str(path), '--backbone', str(deploy),
+                        *train_args(tiny_data, tmp_path / 'runs', 'wide')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: row 8: RIFormerBlock declares 512 channels but its input has 256') and \
+        'write [-1, 1, RIFormerBlock, [256]]' in err and err.count('\n') == 1, err
+
+
+def test_fold_whole_detector_then_predict_val_export_rebuild_finetune(neck_run, tiny_data, tmp_path, capsys):
+    # Non-trivial neck blocks (one training epoch barely moves them from their init).
+    net = ultralytics.YOLO(str(neck_run / 'weights' / 'last.pt')).model.float()
+    for i, block in enumerate(neck_blocks(net)):
+        randomize(block, seed=20 + i)
+    src = save_detector(net, tmp_path / 'random.pt', extra={'train_args': {'imgsz': 64, 'task': 'detect'}})
+    capsys.readouterr()
+    assert reparam.main([str(src)]) == 0
+    log = capsys.readouterr().out
+    folded_path = tmp_path / 'random.deploy.pt'
+    assert 'folded 4 of 16 RIFormer blocks' in log and folded_path.is_file()
+
+    folded = ultralytics.YOLO(str(folded_path)).model
+    assert all(b.form == 'deploy' for b in neck_blocks(folded))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    errors = [models.relative_error(a, b) for a, b in zip(outputs(net, x), outputs(folded, x))]
+    assert len(errors) >= 4 and max(errors) <= 1e-5, errors
+    assert min(models.relative_error(a, b) for a, b in zip(outputs(net, x), outputs(ultralytics.YOLO(
+        str(neck_run / 'weights' / 'last.pt')).model.float(), x))) > 1e-3    # the check can fail
+
+    # The stored YAML rebuilds deploy-form blocks and takes every tensor.
+    assert [folded.yaml['head'][i][3][-1] for i in (3, 7, 11, 15)] == ['deploy'] * 4
+    assert folded.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
+    from ultralytics.nn.tasks import DetectionModel
+    rebuilt = DetectionModel(folded.yaml, nc=1, verbose=False)
+    assert all(b.form == 'deploy' for b in neck_blocks(rebuilt))
+    have, want = folded.state_dict(), rebuilt.state_dict()
+    assert have.keys() == want.keys() and all(have[k].shape == want[k].shape for k in have)
+
+    # ultralytics' own predict, val and export take it.
+    assert detect.main(['predict', '--weights', str(folded_path), '--source', str(tiny_data.parent / 'images'),
+                        '--imgsz', '64', '--device', 'cpu', 'save=False']) == 0
+    assert detect.main(['val', '--weights', str(folded_path), '--data', str(tiny_data), '--imgsz', '64',
+                        '--batch', '2', '--workers', '0', '--device', 'cpu', 'plots=False']) == 0
+    assert detect.main(['export', '--weights', str(folded_path), '--format', 'torchscript', '--imgsz', '64']) == 0
+    scripted = torch.jit.load(str(folded_path.with_suffix('.torchscript')))
+    with torch.no_grad():
+        assert models.relative_error(outputs(folded, x)[0], flatten(scripted(x))[0]) < 1e-4
+    assert 'mAP50-95' in capsys.readouterr().out
+
+    # Fine-tuning rebuilds from the YAML, transfers every tensor, and stays in deploy form.
+    assert detect.main(['train', '--weights', str(folded_path), *train_args(tiny_data, tmp_path / 'runs', 'ft')]) == 0
+    tuned = ultralytics.YOLO(str(tmp_path / 'runs' / 'ft' / 'weights' / 'last.pt')).model
+    assert all(b.form == 'deploy' for b in neck_blocks(tuned)) and tuned.state_dict().keys() == have.keys()
+
+
+def test_reparam_of_a_folded_or_blockless_detector_is_an_error(neck_run, tmp_path, capsys):
+    net = ultralytics.YOLO(str(neck_run / 'weights' / 'last.pt')).model.float()
+    models.reparameterize(net)
+    save_detector(net, tmp_path / 'folded.pt')
+    plain = copy.deepcopy(net)
+    plain.model[0] = torch.nn.Identity()
+    for i in (8, 12, 16, 20):
+        plain.model[i] = torch.nn.Identity()
+    save_detector(plain, tmp_path / 'none.pt')
+    for name, message in [('folded.pt', 'already in deploy form'), ('none.pt', 'no RIFormer blocks')]:
+        assert reparam.main([str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
