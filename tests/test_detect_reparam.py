@@ -28,11 +28,6 @@ detect = load_tool('detect')
 reparam = load_tool('reparam')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def ultralytics_settings(tmp_path_factory):
-    os.environ.setdefault('YOLO_CONFIG_DIR', str(tmp_path_factory.mktemp('ultralytics_cfg')))
-
-
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
     """Four 64px images with one box each, in ultralytics' YOLO format."""
