@@ -16,16 +16,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import deploy_checkpoint, load_tool, randomize  # noqa: E402
+from helpers import deploy_checkpoint, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import RIFormerNeckBlock  # noqa: E402
 from models.handoff import yolo as handoff  # noqa: E402
 from models.handoff.detector import save_detector  # noqa: E402
+from tools import detect, reparam  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / 'recipes' / 'detect' / 'yolov8-riformer_s12-neck.yaml'
-detect = load_tool('detect')
-reparam = load_tool('reparam')
 
 
 @pytest.fixture(scope='module')

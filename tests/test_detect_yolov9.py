@@ -75,7 +75,8 @@ NECK = RECIPE.with_name('yolov9-riformer_s12-neck.yaml')
 
 def test_yolov9_neck_blocks_train_fold_and_predict(s12_deploy, tmp_path, capsys):
     import copy
-    from helpers import load_tool, randomize
+    from helpers import randomize
+    from tools import reparam
     from models.handoff import RIFormerNeckBlock
     from yolo9.utils.general import non_max_suppression
     net = build_detection_model(NECK, 'yolo9.models.yolo', nc=2, backbone=str(s12_deploy))
@@ -105,7 +106,6 @@ def test_yolov9_neck_blocks_train_fold_and_predict(s12_deploy, tmp_path, capsys)
         randomize(block, seed=30 + i)
     net.eval()
     torch.save({'model': copy.deepcopy(net).half(), 'opt': {'imgsz': 64}}, tmp_path / 'last.pt')
-    reparam = load_tool('reparam')
     capsys.readouterr()
     assert reparam.main([str(tmp_path / 'last.pt')]) == 0
     assert 'yolo9 DetectionModel: folded 4 of 16 RIFormer blocks' in capsys.readouterr().out

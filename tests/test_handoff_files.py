@@ -4,12 +4,12 @@ import os
 import stat
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
 import models
-from helpers import deploy_checkpoint, load_tool, randomize
+from helpers import deploy_checkpoint
+from tools import export
 from models.handoff.detector import load_pickled, save_detector
 
 
@@ -49,7 +49,6 @@ def test_exported_checkpoint_in_real_mmpretrain(tmp_path, capsys):
     pytest.importorskip('mmpretrain', reason='mmpretrain (with mmengine, mmcv-lite) not installed')
     from mmpretrain.models.backbones import RIFormer as MMRIFormer
     deploy = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=7)
-    export = load_tool('export')
     assert export.main([str(deploy), '--format', 'mmpretrain', '-o', str(tmp_path / 'mm.pth')]) == 0
     mm = MMRIFormer(arch='s12', deploy=True, out_indices=(0, 2, 4, 6))
     state = torch.load(tmp_path / 'mm.pth', weights_only=True)['state_dict']
