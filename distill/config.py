@@ -32,8 +32,10 @@ class StudentConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: str = 'poolformer_s12'           # timm PoolFormer name
-    checkpoint: str = ''                    # local file (.safetensors / .pth); never a hub
+    # timm name; with `pretrained`, optionally with timm's weight tag: poolformer_s12.sail_in1k
+    arch: str = 'poolformer_s12'
+    checkpoint: Optional[str] = None        # local file (.safetensors / .pth); wins over `pretrained`
+    pretrained: bool = False                # timm's pretrained weights for `arch` (downloaded once, cached)
 
 
 @dataclass
@@ -155,7 +157,12 @@ class Recipe:
         if feature_terms and self.teacher is None:
             raise RecipeError(f'feature terms {feature_terms} need the module-imitation teacher (teacher.*)')
         if self.student.init_from_teacher and self.teacher is None:
-            raise RecipeError('student.init_from_teacher needs teacher.checkpoint')
+            raise RecipeError('student.init_from_teacher needs a teacher (teacher.arch and teacher.checkpoint)')
+        for key in ('teacher', 'logit_teacher'):
+            t = getattr(self, key)
+            if t is not None and not t.checkpoint and not t.pretrained:
+                raise RecipeError(f'{key} has no weights: set {key}.checkpoint=PATH (a local file) or '
+                                  f'{key}.pretrained=true (timm\'s weights, e.g. {key}.arch=poolformer_s12.sail_in1k)')
         if not any(getattr(d, n).weight != 0 for n in ('ce', 'soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')):
             raise RecipeError('every loss weight is 0: set distill.ce.weight or a distillation term')
         if self.student.mixer not in ('affine', 'identity'):

@@ -4,7 +4,7 @@ Digits (scikit-learn's 1,797 8x8 handwritten digits, shipped inside the package)
 default: upsampled to `image_size` RGB images, split into train/val with a fixed seed.
 """
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -131,6 +131,30 @@ def build_datasets(cfg: DataConfig, seed: int) -> Tuple[Dataset, Dataset, int]:
     if cfg.label_fraction < 1:
         train = LabelMasked(train, cfg.label_fraction, seed)
     return train, val, num_classes
+
+
+def data_path_problems(cfg: DataConfig) -> List[str]:
+    """What is wrong with data.path, all at once, before anything is loaded."""
+    if cfg.source not in ('folder', 'hf_disk') or not cfg.path:
+        return []
+    root = Path(cfg.path)
+    wanted = (f'a folder with {cfg.train_split}/ and {cfg.val_split}/ class subfolders (ImageNet layout)'
+              if cfg.source == 'folder' else 'a `datasets` DatasetDict saved with save_to_disk')
+    if not root.exists():
+        return [f'data.path {root} does not exist; set data.path=DIR to {wanted}']
+    if not root.is_dir():
+        return [f'data.path {root} is not a directory; set data.path=DIR to {wanted}']
+    if cfg.source == 'hf_disk':
+        return []
+    problems = []
+    for split in (cfg.train_split, cfg.val_split):
+        if not (root / split).is_dir():
+            there = sorted(p.name for p in root.iterdir() if p.is_dir())[:6]
+            problems.append(f'data.path {root}: no {split}/ folder of class subfolders (folders there: '
+                            f'{", ".join(there) or "none"}; set data.train_split / data.val_split)')
+        elif not any(p.is_dir() for p in (root / split).iterdir()):
+            problems.append(f'data.path {root}: {split}/ has no class subfolders (one folder of images per class)')
+    return problems
 
 
 def _folder(cfg, train_tf, val_tf):

@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
-    guard_output_dir, latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
+    latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
+from distill.preflight import InputErrors, check_inputs  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
@@ -39,13 +40,14 @@ from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from models import CheckpointError  # noqa: E402
 
 
-def build_student(recipe, num_classes):
+def build_student(recipe, num_classes, teacher=None):
     cfg = recipe.student
     if cfg.arch not in timm.list_models():
         raise RecipeError(f'student.arch {cfg.arch!r} is not a timm model; e.g. riformer_s12, riformer_mini')
     student = timm.create_model(cfg.arch, num_classes=num_classes, drop_path_rate=cfg.drop_path)
     if cfg.init_from_teacher:
-        models.init_from_teacher(student, recipe.teacher.checkpoint)
+        # The teacher's own file; a teacher with timm's pretrained weights hands over its state dict.
+        models.init_from_teacher(student, recipe.teacher.checkpoint or teacher.state_dict())
     if cfg.mixer == 'identity':
         if not isinstance(student, models.RIFormer):
             raise RecipeError(f'student.mixer=identity needs a RIFormer student, not {cfg.arch}')
@@ -71,9 +73,10 @@ def fix_identity_mixer(student):
 def build_teachers(recipe, num_classes):
     teacher = logit_teacher = None
     if recipe.teacher is not None:
-        teacher = models.create_teacher(recipe.teacher.arch, recipe.teacher.checkpoint)
+        teacher = models.create_teacher(recipe.teacher.arch, recipe.teacher.checkpoint, recipe.teacher.pretrained)
     if recipe.logit_teacher is not None:
-        logit_teacher = models.create_teacher(recipe.logit_teacher.arch, recipe.logit_teacher.checkpoint)
+        logit_teacher = models.create_teacher(recipe.logit_teacher.arch, recipe.logit_teacher.checkpoint,
+                                              recipe.logit_teacher.pretrained)
     for name, model in (('teacher', teacher), ('logit_teacher', logit_teacher)):
         if model is not None and model.num_classes != num_classes:
             raise RecipeError(f'{name} predicts {model.num_classes} classes, the data has {num_classes}; '
@@ -121,19 +124,21 @@ def make_accelerator(recipe, out):
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(recipe))])
 
 
-def run(recipe):
+def run(recipe, check_only=False):
     cfg = recipe.train
     out = Path(cfg.output_dir)
+    problems = check_inputs(recipe)        # files, folders, names, output_dir: all at once
+    if problems:
+        raise InputErrors(problems)
     accelerator = make_accelerator(recipe, out)
     recipe_dict = recipe.to_dict()
-    guard_output_dir(out, recipe_dict, recipe.resume)
     accelerator.wait_for_everyone()     # every process checks before the main one writes
     set_seed(cfg.seed)
     say = accelerator.print
 
     train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed)
     teacher, logit_teacher = build_teachers(recipe, num_classes)
-    student = build_student(recipe, num_classes)
+    student = build_student(recipe, num_classes, teacher)
     blocks = recipe.distill.blocks or (default_imitated_blocks(student) if teacher is not None else [])
     used = [t for t in FEATURE_TERMS if getattr(recipe.distill, t).weight != 0]
     if used:
@@ -142,6 +147,12 @@ def run(recipe):
     global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
     criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
                                       recipe.data.label_smoothing, global_batch)
+    if check_only:
+        criterion.remove_hooks()
+        say(f'inputs ok: {recipe.student.arch} student, {len(train_set)} train / {len(val_set)} val images, '
+            f'{num_classes} classes, teacher {recipe.teacher.arch if teacher is not None else "-"}, '
+            f'output_dir {out}')
+        return {}
 
     lr = recipe.optim.lr * global_batch / 1024
     optimizer = create_optimizer_v2(student, 'adamw', lr=lr, weight_decay=recipe.optim.weight_decay,
@@ -254,9 +265,17 @@ def main(argv=None):
     if not argv or argv[0] in ('-h', '--help'):
         print(__doc__)
         return 0 if argv else 2
+    check_only = '--check' in argv
+    argv = [a for a in argv if a != '--check']
     try:
         recipe = load_recipe(argv[0], argv[1:])
-        run(recipe)
+        run(recipe, check_only)
+    except InputErrors as e:
+        # Every process sees the same inputs: one report, from the first process.
+        if int(os.environ.get('RANK', 0)) == 0:
+            for problem in e.problems:
+                print(f'error: {problem}', file=sys.stderr)
+        return 2
     except (RecipeError, CheckpointError, NonFiniteLoss) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

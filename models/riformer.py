@@ -353,10 +353,16 @@ class RIFormer(nn.Module):
 
 
 def checkpoint_filter_fn(state_dict, model):
-    """timm's hook for `pretrained=True, pretrained_cfg_overlay=dict(file=...)`: accepts every
-    layout `models.layouts` knows (timm, sail-sg PoolFormer, mmpretrain)."""
-    from .layouts import to_timm_names
-    return to_timm_names(state_dict).state_dict
+    """timm's hook for `pretrained=True` (the URLs below, or `pretrained_cfg_overlay=dict(file=...)`):
+    accepts every layout `models.layouts` knows (timm, sail-sg PoolFormer, mmpretrain, also under
+    a `state_dict` wrapper as mmpretrain saves them). The head follows the checkpoint: sail-sg
+    and mmpretrain weights were trained with the norm-first head, so the model switches to it
+    (both heads have the same parameter shapes, so loading alone would not notice)."""
+    from .layouts import to_timm_names, unwrap
+    converted = to_timm_names(unwrap(state_dict))
+    if converted.head_norm_first:
+        model.set_head_norm_first(True)
+    return converted.state_dict
 
 
 def _create(variant, pretrained=False, **kwargs):
@@ -379,12 +385,37 @@ def _cfg(**kwargs):
     }
 
 
+# The official RIFormer weights, as mmpretrain publishes them (its model index,
+# configs/riformer/metafile.yml): ImageNet-1k, training form, mmpretrain layout (the filter
+# above converts it). crop_pct from mmpretrain's test pipelines: resize the short edge to
+# 248 / 426 (small, 224 / 384 px) or 236 / 404 (medium), then center-crop.
+_MMPRETRAIN = 'https://download.openmmlab.com/mmclassification/v1/riformer/'
+_WEIGHTS = {
+    # name: (224 px file, 384 px file, crop_pct)
+    'riformer_s12': ('riformer-s12_32xb128_in1k_20230406-6741ce71.pth',
+                     'riformer-s12_32xb128_in1k-384px_20230406-145eda4c.pth', 0.9),
+    'riformer_s24': ('riformer-s24_32xb128_in1k_20230406-fdab072a.pth',
+                     'riformer-s24_32xb128_in1k-384px_20230406-bafae7ab.pth', 0.9),
+    'riformer_s36': ('riformer-s36_32xb128_in1k_20230406-fdfcd3b0.pth',
+                     'riformer-s36_32xb128_in1k-384px_20230406-017ed3c4.pth', 0.9),
+    'riformer_m36': ('riformer-m36_32xb128_in1k_20230406-2fcb9d9b.pth',
+                     'riformer-m36_32xb128_in1k-384px_20230406-66a6f764.pth', 0.95),
+    'riformer_m48': ('riformer-m48_32xb128_in1k_20230406-2b9d1abf.pth',
+                     'riformer-m48_32xb128_in1k-384px_20230406-2e874826.pth', 0.95),
+}
+
+
+def _mmpretrain_cfgs():
+    cfgs = {}
+    for name, (file_224, file_384, crop_pct) in _WEIGHTS.items():
+        cfgs[f'{name}.mmpretrain_in1k'] = _cfg(url=_MMPRETRAIN + file_224, crop_pct=crop_pct)
+        cfgs[f'{name}.mmpretrain_in1k_384'] = _cfg(
+            url=_MMPRETRAIN + file_384, crop_pct=crop_pct, input_size=(3, 384, 384), pool_size=(12, 12))
+    return cfgs
+
+
 default_cfgs = generate_default_cfgs({
-    'riformer_s12': _cfg(),
-    'riformer_s24': _cfg(),
-    'riformer_s36': _cfg(),
-    'riformer_m36': _cfg(),
-    'riformer_m48': _cfg(),
+    **_mmpretrain_cfgs(),
     'riformer_mini': _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(1, 1), crop_pct=1.0),
 })
 

@@ -1,7 +1,7 @@
 """PoolFormer teachers: building them from a timm name and a local checkpoint, and using their
 weights to initialise a RIFormer student (the paper's teacher-weight init)."""
 from collections import OrderedDict
-from typing import List
+from typing import List, Mapping
 
 import timm
 import torch.nn as nn
@@ -41,16 +41,22 @@ def read_poolformer_state_dict(path):
     return read_state_dict(path)
 
 
-def create_teacher(name: str, checkpoint, **kwargs) -> nn.Module:
-    """A frozen timm model in eval mode with the weights of a local checkpoint. The class count
-    comes from the checkpoint; shapes are checked, so a checkpoint of another architecture fails
-    here with the offending key, not later."""
-    if name not in timm.list_models():
-        close = timm.list_models(f'*{name.split("_")[0]}*')[:8]
+def create_teacher(name: str, checkpoint=None, pretrained: bool = False, **kwargs) -> nn.Module:
+    """A frozen timm model in eval mode with the weights of a local checkpoint or, without one and
+    with `pretrained`, timm's pretrained weights for `name` (which may carry a tag, e.g.
+    `poolformer_s12.sail_in1k`). With a checkpoint, the class count comes from it and shapes are
+    checked, so a checkpoint of another architecture fails here with the offending key."""
+    arch = name.split('.')[0]
+    if arch not in timm.list_models():
+        close = timm.list_models(f'*{arch.split("_")[0]}*')[:8]
         raise CheckpointError(f'unknown teacher model {name!r}; close timm names: {", ".join(close) or "none"}')
+    if not checkpoint:
+        if not pretrained:
+            raise CheckpointError(f'teacher {name}: no weights; set a local checkpoint or use timm\'s pretrained ones')
+        return _pretrained_teacher(name, **kwargs)
     sd, head_norm_first = read_poolformer_state_dict(checkpoint)
     fc = sd.get('head.fc.weight')
-    model = timm.create_model(name, num_classes=0 if fc is None else fc.shape[0], **kwargs)
+    model = timm.create_model(arch, num_classes=0 if fc is None else fc.shape[0], **kwargs)
     if head_norm_first:
         _use_norm_first_head(model)
         sd = _norm_first_keys(sd)
@@ -60,6 +66,34 @@ def create_teacher(name: str, checkpoint, **kwargs) -> nn.Module:
         raise CheckpointError(f'{e} (teacher {name})') from None
     model.eval().requires_grad_(False)
     return model
+
+
+def pretrained_weights_source(name: str):
+    """Where timm takes the pretrained weights of `name` from (a Hub id, URL or file), or None."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    except RuntimeError:       # a tag timm does not know
+        return None
+    return (cfg.hf_hub_id or cfg.url or cfg.file or None) if cfg is not None else None
+
+
+def _pretrained_teacher(name: str, **kwargs) -> nn.Module:
+    """timm's pretrained weights (downloaded once, then read from the Hugging Face / torch hub
+    cache). timm would warn and return random weights for a name without any: refuse instead."""
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    if not (overlay.get('file') or overlay.get('url') or pretrained_weights_source(name)):
+        tagged = [t for t in timm.list_pretrained(f'{name.split(".")[0]}*')][:4]
+        raise CheckpointError(f'teacher {name}: timm has no pretrained weights for it; use a tag that has '
+                              f'(e.g. {", ".join(tagged) or "poolformer_s12.sail_in1k"}) or a local checkpoint')
+    try:
+        model = timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as e:   # no network / not in the cache (Hub, HTTP and file errors are OSErrors)
+        raise CheckpointError(
+            f'teacher {name}: timm\'s pretrained weights are not in the local cache and could not be '
+            f'downloaded ({type(e).__name__}); '
+            f'on a machine without network, fetch them once where there is one (they stay in the '
+            f'Hugging Face cache, HF_HOME) or point teacher.checkpoint at a local file') from None
+    return model.eval().requires_grad_(False)
 
 
 def _use_norm_first_head(model):
@@ -99,8 +133,12 @@ def adapt_head(model: nn.Module, head_norm_first: bool, state_dict: dict, source
 def init_from_teacher(student: nn.Module, checkpoint) -> List[str]:
     """Copy every PoolFormer weight into a RIFormer student; only the affine mixers (and the
     classifier, when the class counts differ) keep their init. The student takes the head of the
-    checkpoint (`adapt_head`). Returns the keys left at init."""
-    sd, head_norm_first = read_poolformer_state_dict(checkpoint)
+    checkpoint (`adapt_head`). Returns the keys left at init. `checkpoint` is a file, or the
+    state dict of a teacher with timm's pretrained weights (timm names and head)."""
+    if isinstance(checkpoint, Mapping):
+        sd, head_norm_first, checkpoint = dict(checkpoint), False, "with timm's weights"
+    else:
+        sd, head_norm_first = read_poolformer_state_dict(checkpoint)
     sd = adapt_head(student, head_norm_first, sd, f'teacher checkpoint {checkpoint}')
     expected = student.state_dict()
     allow = ['token_mixer.affine']

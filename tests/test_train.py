@@ -258,11 +258,14 @@ def test_bad_inputs_fail_before_training(teacher_ckpt, tmp_path, capsys):
     cases = [
         (plain, ['train.epoch=1'], "unknown recipe key 'train.epoch'"),
         (plain, ['train.epochs=one'], 'train.epochs: expected int'),
-        (plain, ['data.source=folder', f'data.path={tmp_path / "nowhere"}'], 'no train/ folder'),
-        (plain, ['data.source=hf_disk', f'data.path={tmp_path / "nowhere"}'], 'no such directory'),
+        (plain, ['data.source=folder', f'data.path={tmp_path / "nowhere"}'], 'nowhere does not exist'),
+        (plain, ['data.source=folder', f'data.path={tmp_path}'], 'no train/ folder of class subfolders'),
+        (plain, ['data.source=hf_disk', f'data.path={tmp_path / "nowhere"}'], 'nowhere does not exist'),
         (DIGITS / 'imitation.yaml', ['teacher.arch=poolformer_s12', f'teacher.checkpoint={teacher_ckpt}'],
          'shape mismatch: stem.conv.weight'),
-        (DIGITS / 'imitation.yaml', [f'teacher.checkpoint={tmp_path / "missing.safetensors"}'], 'no such file'),
+        (DIGITS / 'imitation.yaml', [f'teacher.checkpoint={tmp_path / "missing.safetensors"}'],
+         'teacher.checkpoint ' + str(tmp_path / 'missing.safetensors') + ': no such file; train the teacher first'),
+        (DIGITS / 'imitation.yaml', ['teacher.checkpoint=null'], 'teacher has no weights: set teacher.checkpoint=PATH'),
         (DIGITS / 'imitation.yaml', [f'teacher.checkpoint={teacher_ckpt}', 'distill.blocks=[stages.9.blocks.0]'],
          "has no module 'stages.9.blocks.0"),
         (tmp_path / 'none.yaml', [], 'no such recipe file'),
@@ -270,8 +273,8 @@ def test_bad_inputs_fail_before_training(teacher_ckpt, tmp_path, capsys):
     for recipe, overrides, message in cases:
         code, out, err = run_main(capsys, recipe, *overrides, f'train.output_dir={tmp_path / "bad"}')
         lines = err.strip().splitlines()
-        assert code == 2 and lines[-1].startswith('error: ') and message in lines[-1], (overrides, err)
-        assert not any('Traceback' in line for line in lines)
+        assert code == 2 and all(line.startswith('error: ') for line in lines), (overrides, err)
+        assert any(message in line for line in lines), (overrides, err)
     assert not (tmp_path / 'bad' / 'summary.json').exists()
 
 
@@ -406,3 +409,47 @@ def test_tensorboard_one_run_with_hparams_metrics_and_term_weights(teacher_ckpt,
     # The weight of the closed window drops to 0 in epoch 2; open windows stay at their weight.
     assert [v for _, v in scalars['weight/l_rel']][0] == 1 and [v for _, v in scalars['weight/l_rel']][-1] == 0
     assert {v for _, v in scalars['weight/l_out']} == {1.0}
+
+
+def test_all_input_problems_at_once_without_traceback(tmp_path):
+    """The flagship recipe on a machine without ImageNet and without network: every problem in
+    one run, one `error:` line each, nothing else (the teacher's timm weights are not cached)."""
+    (tmp_path / 'fake' / 'train').mkdir(parents=True)
+    cases = [
+        (['data.path=/nonexistent'], ['data.path /nonexistent does not exist',
+                                      "teacher.arch poolformer_s12.sail_in1k: timm's pretrained weights"]),
+        ([f'data.path={tmp_path / "fake"}', f'teacher.checkpoint={tmp_path / "t.pth"}'],
+         ['train/ has no class subfolders', 'no val/ folder', f'teacher.checkpoint {tmp_path / "t.pth"}: no such file']),
+    ]
+    for overrides, messages in cases:
+        result = subprocess.run([sys.executable, str(ROOT / 'distill' / 'train.py'), str(ROOT / 'recipes' / 'riformer_s12.yaml'),
+                                 *overrides, f'train.output_dir={tmp_path / "out"}'], capture_output=True, text=True)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == len(messages), result.stderr
+        assert all(line.startswith('error: ') and m in line for line, m in zip(lines, messages)), result.stderr
+        assert result.stdout == ''
+    assert not (tmp_path / 'out').exists()
+
+
+def test_launcher_quiet_prints_only_our_lines(tmp_path):
+    """The README's advice for `accelerate launch`: with -q and the launch values given, a run
+    with bad inputs prints our error lines and nothing of the launcher's."""
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '-q', '--num_processes', '1', '--num_machines', '1',
+           '--mixed_precision', 'no', '--dynamo_backend', 'no', str(ROOT / 'distill' / 'train.py'),
+           str(ROOT / 'recipes' / 'riformer_s12.yaml'), 'data.path=/nonexistent',
+           f'teacher.checkpoint={tmp_path / "t.pth"}', f'train.output_dir={tmp_path / "out"}']
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 2 and all(line.startswith('error: ') for line in lines), lines
+
+
+def test_check_flag_builds_everything_and_trains_nothing(teacher_ckpt, tmp_path, capsys):
+    out = tmp_path / 'checked'
+    code, stdout, err = run_main(capsys, DIGITS / 'imitation.yaml', '--check', f'teacher.checkpoint={teacher_ckpt}',
+                                 f'train.output_dir={out}')
+    assert code == 0, err
+    assert 'inputs ok: riformer_mini student, 359 train / 1438 val images, 10 classes' in stdout
+    assert not out.exists()
+    code, _, err = run_main(capsys, DIGITS / 'imitation.yaml', '--check', f'teacher.checkpoint={teacher_ckpt}',
+                            'distill.blocks=[stages.9.blocks.0]', f'train.output_dir={out}')
+    assert code == 2 and "has no module 'stages.9.blocks.0" in err
