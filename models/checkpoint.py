@@ -7,7 +7,9 @@ alone is enough to rebuild its model.
 import json
 import os
 import pickle
+import re
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -80,11 +82,17 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f'{path}: not a readable safetensors file ({_first_line(e)})') from None
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():     # torch's notes on pickle protocols say nothing useful here
+            warnings.simplefilter('ignore', UserWarning)
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False, i.e. running the file's code: not here.
+        found = re.search(r'GLOBAL (\S+)', str(e))
         raise CheckpointError(
-            f'{path}: refused to unpickle (only plain tensors and containers load safely: '
-            f'{_first_line(e)}); re-save it as a plain state dict') from None
+            f'{path}: not a tensor checkpoint (its pickle holds Python objects'
+            f'{f" such as {found.group(1)}" if found else ""}); it will not be unpickled, since that can '
+            f'run code. Re-save the weights as a plain state dict (torch.save(model.state_dict(), path)) '
+            f'or as .safetensors') from None
     except Exception as e:  # torch raises many types for a file that is no checkpoint
         raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_first_line(e)})') from None
     try:

@@ -144,7 +144,8 @@ def _bad_inputs(tmp_path):
     cases['bad_safetensors'] = ([tmp_path / 'broken.safetensors'], 'not a readable safetensors file')
     with open(tmp_path / 'evil.pth', 'wb') as f:
         pickle.dump({'x': NotAllowed()}, f)
-    cases['unsafe_pickle'] = ([tmp_path / 'evil.pth'], 'refused to unpickle|not a PyTorch checkpoint')
+    cases['unsafe_pickle'] = ([tmp_path / 'evil.pth'], r'not a tensor checkpoint \(its pickle holds Python objects.*\); '
+                                                         r'it will not be unpickled')
     torch.save(timm.create_model('poolformer_mini').state_dict(), tmp_path / 'pool.pth')
     cases['poolformer'] = ([tmp_path / 'pool.pth'], 'looks like a PoolFormer')
     torch.save(timm.create_model('resnet10t').state_dict(), tmp_path / 'resnet.pth')
@@ -183,3 +184,16 @@ def test_cli_process_exit_code_and_no_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f'error: {tmp_path / "missing.pt"}: no such file'
+
+
+def test_python_pickle_gets_our_line_not_torchs_advice(tmp_path):
+    """A pickle of Python objects: no UserWarning about pickle protocols, no advice to load it
+    with weights_only=False; one line saying the tool will not unpickle it."""
+    with open(tmp_path / 'objects.pkl', 'wb') as f:
+        pickle.dump({'callback': print}, f, protocol=4)
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'reparam.py'), str(tmp_path / 'objects.pkl')],
+                            capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert 'not a tensor checkpoint' in lines[0] and 'will not be unpickled' in lines[0]
+    assert 'weights_only' not in lines[0]
