@@ -242,6 +242,29 @@ def test_weights_argument_quoted_or_absolute_is_resolved(tmp_path, monkeypatch):
         assert_same_features(features(reference, x), features(net.model[0], x), tol=0)
 
 
+def test_rows_name_the_architecture_for_every_kind_of_source(s12_deploy, tmp_path):
+    from tools import export
+    fn_file = tmp_path / 'fasternet_t0.deploy.safetensors'
+    assert export.main(['fasternet_t0', '--format', 'deploy', '-o', str(fn_file)]) == 0
+    cfg = handoff.load_cfg(RECIPES / 'yolov8-riformer_s12.yaml')
+    x = torch.randn(1, 3, 64, 64)
+    for source, channels, arch in [(str(s12_deploy), (128, 320, 512), 'riformer_s12'),
+                                   (str(fn_file), (80, 160, 320), 'fasternet_t0')]:
+        for row, c in zip(cfg['backbone'][1:4], channels):
+            row[3][0] = c
+        row = handoff.prepare_cfg(cfg, source)['backbone'][0][3]
+        assert row == [arch, [1, 2, 3], repr(str(Path(source).resolve()))]
+        fresh = DeployBackbone(*row)                        # weights from the file
+        portable = DeployBackbone(*fresh.portable_args())   # the architecture only, fresh weights
+        assert fresh.portable_args() == [arch, [1, 2, 3]]
+        portable.load_state_dict(fresh.state_dict(), strict=True)      # same tensors, names, shapes
+        assert_same_features(features(fresh, x), features(portable, x), tol=0)
+    with pytest.raises(models.CheckpointError, match='is riformer_s12 .* the model YAML names riformer_s24'):
+        DeployBackbone('riformer_s24', [1, 2, 3], repr(str(s12_deploy)))
+    with pytest.raises(models.CheckpointError, match='is a fasternet_t0 deploy file, the model YAML names fasternet_t1'):
+        DeployBackbone('fasternet_t1', [1, 2, 3], str(fn_file))
+
+
 def test_cfg_must_be_a_model_yaml(s12_deploy, tiny_data, tmp_path, capsys):
     (tmp_path / 'last.pt').write_bytes(bytes(range(256)))
     (tmp_path / 'binary.yaml').write_bytes(bytes(range(128, 256)))

@@ -2,6 +2,7 @@
 
     build_backbone('student.deploy.safetensors', out_indices=(1, 2, 3))   # stage outputs + feature_info
     DeployBackbone(source, out_indices)          # the same as one nn.Module for a detector's parser
+    DeployBackbone('riformer_s12', [1, 2, 3])    # the architecture only (a rebuild from a detector checkpoint)
 
 `source` is a deploy checkpoint (RIFormer from tools/reparam.py, or an EfficientViT / FasterNet
 deploy file from tools/export.py) or the timm name of an efficient backbone (`efficientvit_m0`,
@@ -9,8 +10,12 @@ deploy file from tools/export.py) or the timm name of an efficient backbone (`ef
 
 Per detector family:
 * ultralytics (YOLOv8/YOLO11-style, RT-DETR): `import models.handoff.yolo` registers
-  `DeployBackbone` as a YAML module name (see recipes/detect/ and tools/detect.py).
+  `DeployBackbone` and `RIFormerBlock` (layers.py) as YAML module names (see recipes/detect/
+  and tools/detect.py); importing this package registers them with every detector parser already
+  imported, which is what unpickling a detector checkpoint does (register.py).
 * YOLOv5 / YOLOv9 code bases: `models.handoff.yolov5` (a shim module for their parsers).
+* whole detectors: `models.handoff.detector` folds every RIFormerBlock of an ultralytics / yolo9
+  checkpoint (`tools/reparam.py DETECTOR.pt`) and reads detector pickles with restricted unpickling.
 * mmdet / mmpretrain: `models.handoff.mmpretrain` (checkpoint in mmpretrain's RIFormer layout).
 """
 from .backbone import DeployBackbone, backbone_names, build_backbone, read_metadata
