@@ -62,6 +62,9 @@ def test_smoke_outputs_and_resume(teacher, tmp_path):
     assert len(progress) == 2, proc.stdout
     assert progress[0].startswith('[1/2] plain seed 0: trained') and 'deploy top-1' in progress[0]
     assert progress[1].startswith('[2/2] imitation seed 0: trained')
+    # The console's training time is the table's (the trainer's own), next to the wall time.
+    import re
+    console_s = {m.group(1): int(m.group(2)) for m in re.finditer(r'\] (\w+) seed 0: trained \((\d+)s of training', proc.stdout)}
 
     for name in ('plain', 'imitation'):
         run_dir = out / 'runs' / name / 'seed_0'
@@ -76,7 +79,8 @@ def test_smoke_outputs_and_resume(teacher, tmp_path):
     for row in rows:
         cells = [c.strip() for c in row.strip('|').split('|')]
         assert cells[2] == 'deploy' and cells[3] == '1'
-        assert 0 < float(cells[4].split('±')[0]) <= 100
+        assert '±' not in cells[4] and 0 < float(cells[4]) <= 100       # one seed: no spread to show
+        assert abs(int(cells[-1]) - console_s[cells[1]]) <= 1, (row, proc.stdout)
         assert len(cells[6].split('/')) == 4          # CKA at the 4 imitated blocks
 
     with open(out / 'summary.csv') as f:
@@ -95,6 +99,9 @@ def test_smoke_outputs_and_resume(teacher, tmp_path):
     # Imitation starts from the teacher's weights and pulls features onto the teacher's; CE alone does not.
     assert float(imitation['nmse:stages.3.blocks.0']) < float(plain['nmse:stages.3.blocks.0'])
     assert (out / 'ablation.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # Only what ran is listed under "Variants".
+    listed = [line.split('`')[1] for line in table.split('Variants:')[1].splitlines() if line.startswith('- `')]
+    assert listed == ['plain', 'imitation']
 
     # A second invocation finds both runs finished: nothing is retrained.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob('runs/*/seed_0/*.safetensors')}

@@ -154,3 +154,13 @@ def test_fused_deploy_path_is_exact_and_keeps_layout(channels_last):
     layout = torch.channels_last if channels_last else torch.contiguous_format
     assert all(s.is_contiguous(memory_format=layout) for s in stages)
     assert sorted(fused.state_dict()) == sorted(reference.state_dict())
+
+
+def test_help_names_the_training_step_rows():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / 'tools' / 'benchmark.py'), '--help'],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'train_s12' in ' '.join(out.split())        # the name the README uses

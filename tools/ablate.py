@@ -314,7 +314,12 @@ def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep
             tail = (f'deploy top-1 {run.result["top1"]:.2f}' if run.result.get('eval') == 'deploy'
                     else f'top-1 {run.result["top1"]:.2f} ({run.result["eval"]})') if not error else \
                 f'FAILED: {error} (log: {run.dir / "train.log"})'
-            say(f'[{i:>{len(str(total))}}/{total}] {run.label}: {run.result["status"]} in {wall:.0f}s, {tail}', flush=True)
+            # The table's "train s" is the trainer's own time (summary.json, every session of the
+            # run); the wall time adds process start-up, skipped work and evaluation.
+            train_s = run.result.get('train_s')
+            took = (f'{train_s:.0f}s of training, {wall:.0f}s in all' if train_s is not None and run.result['status'] == 'trained'
+                    else f'{wall:.0f}s')
+            say(f'[{i:>{len(str(total))}}/{total}] {run.label}: {run.result["status"]} ({took}), {tail}', flush=True)
 
     if jobs == 1:
         for run in real:
@@ -345,7 +350,8 @@ def mean_std(values):
     if not values:
         return None, None
     m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    # One seed has no spread to report (None, not a misleading ± 0.00).
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
     return m, sd
 
 
@@ -409,10 +415,11 @@ def markdown(rows, config, runs, command) -> str:
                      f'{_fmt(r["agreement"], r["agreement_std"])} | {_joined(r["cka"], 3)} | '
                      f'{_joined(r["nmse"], 3)} | {_fmt(r["train_s"], digits=0)} |')
     lines += ['', 'Variants:', '']
-    for v in config['variants']:
+    ran = {r['variant'] for r in rows}
+    for v in (v for v in config['variants'] if v['name'] in ran):
         desc = f'{v["description"]} ' if v.get('description') else ''
         lines.append(f'- `{v["name"]}`: {desc}(`{v["recipe"]}` {" ".join(v["overrides"]) or "as is"})')
-    for s in config['settings']:
+    for s in (s for s in config['settings'] if s['name'] in {r['setting'] for r in rows}):
         lines.append(f'- setting `{s["name"]}`: {" ".join(s["overrides"]) or "no overrides"}')
     failed = [r for r in runs if r.result.get('status') == 'failed']
     if failed:
@@ -453,7 +460,7 @@ def plot(path: Path, rows):
     fig, ((ax1, ax2), (ax3, ax4)) = plt.subplots(2, 2, figsize=(13, 9))
     ok = [r for r in rows if r['n'] and not r['reused']]     # reused rows repeat another row
     x = list(range(len(ok)))
-    ax1.errorbar(x, [r['top1'] for r in ok], yerr=[r['top1_std'] for r in ok], fmt='o', capsize=4, zorder=3)
+    ax1.errorbar(x, [r['top1'] for r in ok], yerr=[r['top1_std'] or 0. for r in ok], fmt='o', capsize=4, zorder=3)
     for i, r in enumerate(ok):
         ax1.scatter([i] * len(r['points']), r['points'], s=10, color='grey', alpha=.6, zorder=2)
     teacher = next((r['teacher_top1'] for r in ok if r['teacher_top1'] is not None), None)

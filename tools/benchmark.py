@@ -24,8 +24,9 @@ from distill.cli import Parser, int_list, positive_int  # noqa: E402
 def build_parser() -> Parser:
     p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--archs', default=None,
-                   help='comma-separated: s12,s24,... (RIFormer vs PoolFormer rows), efficientvit_m0, '
-                        'fasternet_t0, wildcards or family names (default s12; mini with --smoke)')
+                   help='comma-separated: s12,s24,... (RIFormer vs PoolFormer inference rows), '
+                        'train_s12,train_mini,... (a plain vs a module-imitation training step), '
+                        'efficientvit_m0, fasternet_t0, wildcards or family names (default s12; mini with --smoke)')
     p.add_argument('--forms', default=None,
                    help='only these forms, e.g. timm,plain,deploy (default: all)')
     p.add_argument('--batch-sizes', '-b', type=int_list, default=None, help='comma-separated (default 16)')
