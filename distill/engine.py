@@ -1,12 +1,14 @@
 """One training epoch and one evaluation pass (DeiT's engine.py, on Accelerate)."""
+import math
 import sys
 import time
-from typing import Dict
+from typing import Dict, List, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from .metrics import agreement_hits, topk_stats
+from .teacher import run_teacher
 
 
 class NonFiniteLoss(RuntimeError):
@@ -15,9 +17,13 @@ class NonFiniteLoss(RuntimeError):
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
                     state: dict, cfg, log_every: int) -> Dict[str, float]:
+    """One epoch. Nothing here waits for the device per step: running sums, top-k counts and the
+    finite-loss check stay on the device and are read at logging intervals and at the end."""
     student.train()
     sums, count, seen = {}, 0, 0
     stats = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    guard = FiniteGuard(accelerator.device)
+    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     start = time.perf_counter()
     progress = Progress(loader, epoch, cfg.train.epochs,
                         enabled=accelerator.is_local_main_process and cfg.train.progress)
@@ -25,11 +31,13 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         labels = targets
         if mixup is not None:
             images, targets = mixup(images, targets)
+        # Once per step for student and teacher alike (both run in the student's layout).
+        images = images.contiguous(memory_format=layout)
         with accelerator.accumulate(student):
             with accelerator.autocast():
                 logits = student(images)
                 loss, terms = criterion(images, logits, targets, epoch)
-            check_finite(accelerator, loss, terms, epoch, state['num_updates'])
+            guard.observe(loss, terms, state['num_updates'])
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.optim.clip_grad:
                 accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
@@ -46,10 +54,12 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         seen += images.shape[0]
         stats += topk_stats(logits.detach(), labels)
         if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
+            guard.check(accelerator, epoch)          # every process reaches this at the same update
             logged = mean_over_processes(accelerator, {'total': loss, **terms})
             accelerator.log({f'loss/{k}': v for k, v in logged.items()}
                             | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
             progress.report(logged['total'], optimizer.param_groups[0]['lr'])
+    guard.check(accelerator, epoch)                  # before anything of this epoch is saved
 
     elapsed = time.perf_counter() - start
     labelled, top1, top5 = accelerator.reduce(stats, 'sum').tolist()
@@ -95,14 +105,41 @@ def mean_over_processes(accelerator, values: Dict[str, torch.Tensor]) -> Dict[st
     return dict(zip(values, accelerator.reduce(stacked, 'mean').tolist()))
 
 
-def check_finite(accelerator, loss, terms, epoch, update):
-    bad = torch.tensor(0. if torch.isfinite(loss).all() else 1., device=accelerator.device)
-    if accelerator.num_processes > 1:       # every process must stop together, or DDP hangs
-        bad = accelerator.reduce(bad, 'sum')
-    if bad > 0:
-        culprits = [n for n, v in terms.items() if not torch.isfinite(v).all()] or ['total']
-        values = ', '.join(f'{n}={float(terms[n].detach()) if n in terms else float(loss.detach())}' for n in culprits)
-        raise NonFiniteLoss(f'non-finite loss at epoch {epoch}, update {update}: {values}')
+class FiniteGuard:
+    """The finite-loss check without a host sync per step. `observe` flags a non-finite loss on
+    the device and keeps the term values and the update of the first one; `check`, called by
+    every process at the same points (logging intervals, epoch end), reduces the flag across
+    processes so that all of them stop together, and raises NonFiniteLoss naming the terms.
+    Steps between the bad one and the check still run; nothing is saved before the check."""
+
+    def __init__(self, device):
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.update = torch.zeros((), dtype=torch.int64, device=device)
+        self.values: Optional[torch.Tensor] = None
+        self.names: List[str] = []
+
+    def observe(self, loss, terms, update: int):
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
+        if self.values is None or self.values.shape != values.shape:
+            self.values, self.names = torch.zeros_like(values), ['total', *terms]
+        now = ~torch.isfinite(values).all()
+        first = now & ~self.bad
+        self.values = torch.where(first, values, self.values)
+        self.update = torch.where(first, torch.full_like(self.update, update), self.update)
+        self.bad = self.bad | now
+
+    def check(self, accelerator, epoch):
+        bad = self.bad.float()
+        if accelerator.num_processes > 1:
+            bad = accelerator.reduce(bad, 'sum')
+        if float(bad) == 0:
+            return
+        if not bool(self.bad):
+            raise NonFiniteLoss(f'non-finite loss at epoch {epoch} on another process')
+        values = dict(zip(self.names, self.values.tolist()))
+        culprits = [n for n, v in values.items() if n != 'total' and not math.isfinite(v)] or ['total']
+        text = ', '.join(f'{n}={values[n]}' for n in culprits)
+        raise NonFiniteLoss(f'non-finite loss at epoch {epoch}, update {int(self.update)}: {text}')
 
 
 @torch.no_grad()
@@ -114,7 +151,7 @@ def evaluate(accelerator, model, loader, teacher=None) -> Dict[str, float]:
     for images, targets in loader:
         with accelerator.autocast():
             logits = model(images)
-            t_logits = teacher(images) if teacher is not None else None
+            t_logits = run_teacher(teacher, images) if teacher is not None else None
         gathered = accelerator.gather_for_metrics((logits, targets) if t_logits is None else (logits, targets, t_logits))
         stats += topk_stats(gathered[0].float(), gathered[1])
         if t_logits is not None:

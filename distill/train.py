@@ -30,13 +30,14 @@ import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
     latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
-from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion, prepare_teacher  # noqa: E402
+from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
+from distill.teacher import compile_module, describe as describe_teacher, prepare_teacher, warm_up  # noqa: E402
 from models import CheckpointError  # noqa: E402
 
 
@@ -144,6 +145,14 @@ def run(recipe, check_only=False):
     if used:
         names = sorted({b + FEATURE_TERMS[t] for t in used for b in blocks})
         check_pairs(student, teacher, names, recipe.data.image_size)
+    # The teacher follows the student's layout, so every imitated feature pair has one layout.
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    student = student.to(memory_format=layout)
+    for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
+        if t is not None:                # frozen: never prepared, never DDP-wrapped, never saved
+            prepare_teacher(t, accelerator.device, t_cfg.precision, layout)
+            say(f'teacher {t_cfg.arch}: {describe_teacher(t, accelerator.device)}')
+    # Recorders before compiling: the compiled forwards include their hooks.
     global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
     criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
                                       recipe.data.label_smoothing, global_batch)
@@ -153,6 +162,14 @@ def run(recipe, check_only=False):
             f'{num_classes} classes, teacher {recipe.teacher.arch if teacher is not None else "-"}, '
             f'output_dir {out}')
         return {}
+    for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
+        if t is not None and t_cfg.compile is not None:
+            compile_module(t, t_cfg.compile)
+            probe = torch.zeros(cfg.batch_size, 3, recipe.data.image_size, recipe.data.image_size,
+                                device=accelerator.device).contiguous(memory_format=layout)
+            say(f'teacher {t_cfg.arch} compiled ({t_cfg.compile}) in {warm_up(t, probe):.1f} s')
+            criterion.clear_records()
+    compile_module(student, recipe.student.compile)
 
     lr = recipe.optim.lr * global_batch / 1024
     optimizer = create_optimizer_v2(student, 'adamw', lr=lr, weight_decay=recipe.optim.weight_decay,
@@ -165,9 +182,6 @@ def run(recipe, check_only=False):
         raise RecipeError(f'{len(train_set)} training images are fewer than one global batch ({global_batch}); '
                           f'lower train.batch_size')
     student, optimizer, train_loader, val_loader = accelerator.prepare(student, optimizer, train_loader, val_loader)
-    for t in (teacher, logit_teacher):
-        if t is not None:                # frozen: never prepared, never DDP-wrapped, never saved
-            prepare_teacher(t, accelerator.device)
     # The schedule runs in optimizer updates, counted as accelerate performs them (the prepared
     # loader's batches per process, accumulated), so it ends exactly at the last update for any
     # process count and accumulation; it is not prepared (accelerate would step it once per process).
@@ -230,8 +244,7 @@ def run(recipe, check_only=False):
         last_epoch = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             metrics.update(evaluate(accelerator, student, val_loader, logit_teacher or teacher))
-            criterion.student_rec and criterion.student_rec.clear()
-            criterion.teacher_rec and criterion.teacher_rec.clear()
+            criterion.clear_records()
             if metrics['val/top1'] > state['best_top1']:
                 state['best_top1'] = metrics['val/top1']
                 if accelerator.is_main_process:

@@ -13,12 +13,14 @@ from .checkpoint import (
 from .errors import CheckpointError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
+from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer
 from .reparam import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .teachers import adapt_head, create_teacher, init_from_teacher
 
 __all__ = [
-    'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'ModelConfig', 'RIFormer', 'RIFormerBlock',
+    'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
+    'RIFormerBlock', 'fuse_poolformer',
     'adapt_head', 'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
     'relative_error', 'reparam_checkpoint', 'reparameterize',

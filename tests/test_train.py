@@ -453,3 +453,16 @@ def test_check_flag_builds_everything_and_trains_nothing(teacher_ckpt, tmp_path,
     code, _, err = run_main(capsys, DIGITS / 'imitation.yaml', '--check', f'teacher.checkpoint={teacher_ckpt}',
                             'distill.blocks=[stages.9.blocks.0]', f'train.output_dir={out}')
     assert code == 2 and "has no module 'stages.9.blocks.0" in err
+
+
+def test_teacher_options_in_the_trainer(teacher_ckpt, tmp_path, capsys):
+    # bf16 teacher (asked for, so also on CPUs that emulate it), compiled (tracing backend),
+    # student in NCHW: the teacher follows it.
+    out = tmp_path / 'bf16'
+    code, text, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=1', f'train.output_dir={out}',
+                               f'teacher.checkpoint={teacher_ckpt}', 'teacher.precision=bf16',
+                               'teacher.compile=eager', 'train.channels_last=false')
+    assert code == 0, err
+    assert 'teacher poolformer_mini: bf16' in text and 'teacher poolformer_mini compiled (eager) in' in text
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['final']['val/top1'] > 20 and summary['final']['val/teacher_agreement'] > 20

@@ -216,7 +216,8 @@ def training_cases(size: str) -> List[Case]:
     teacher under inference mode, recorders at the last block of each stage, soft KD + L'_in +
     L_out + L_rel) through the trainer's own criterion. img/s counts training images."""
     from distill.config import DistillConfig, SoftTermConfig, TermConfig
-    from distill.criterion import DistillationCriterion, prepare_teacher
+    from distill.criterion import DistillationCriterion
+    from distill.teacher import prepare_teacher
     from distill.recorders import default_imitated_blocks
 
     def make_step(imitation: bool):
@@ -228,11 +229,11 @@ def training_cases(size: str) -> List[Case]:
             cfg = DistillConfig(ce=TermConfig(weight=1.0))
             if imitation:
                 teacher = prepare_teacher(
-                    timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes), device)
+                    timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes), device,
+                    memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
                 cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
             if settings.channels_last:
                 student = student.to(memory_format=torch.channels_last)
-                teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
             criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
             optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
             x = random_images(replace(settings, dtype='fp32'), batch)
