@@ -90,3 +90,28 @@ def test_yolov5_yaml_with_riformer_block_in_the_neck(tmp_path):
     cfg['head'][-2][3] = [256]
     with pytest.raises(models.CheckpointError, match=r'row 19: RIFormerBlock declares 256 channels but its input has 512'):
         build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path))
+
+
+def test_yolov5_checkpoint_with_neck_block_folds(tmp_path, capsys):
+    import copy
+    import yaml
+    from helpers import randomize
+    from models.handoff import RIFormerNeckBlock
+    from tools import reparam
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=9)
+    cfg = yaml.safe_load(open(RECIPE))
+    cfg['head'].insert(-1, [-1, 1, 'RIFormerBlock', [512]])
+    cfg['head'][-1][0] = [12, 15, 19]
+    net = build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
+    randomize(net.model[19], seed=3)
+    torch.save({'model': copy.deepcopy(net).half(), 'opt': {'imgsz': 64}}, tmp_path / 'last.pt')
+    capsys.readouterr()
+    assert reparam.main([str(tmp_path / 'last.pt')]) == 0
+    assert 'yolov5 DetectionModel: folded 1 of 13 RIFormer blocks' in capsys.readouterr().out
+    reference = load_detection_model(tmp_path / 'last.pt', fuse=False)
+    folded = load_detection_model(tmp_path / 'last.deploy.pt')
+    assert isinstance(folded.model[19], RIFormerNeckBlock) and folded.model[19].form == 'deploy'
+    assert folded.yaml['head'][-2][3][-1] == 'deploy'
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert models.relative_error(reference(x)[0], folded(x)[0]) <= 1e-5

@@ -9,7 +9,7 @@ mmpretrain RIFormer checkpoint (training form, or its plain deploy form, which g
 remaining folds). The deploy model is compared with the training model on a random batch
 (logits and every stage output) and written only when they agree within --tol
 (`models.reparam_checkpoint` does the work).
-DETECTOR.pt: an ultralytics or yolo9 checkpoint; its folded copy (DETECTOR.deploy.pt) keeps the
+DETECTOR.pt: an ultralytics, yolo9 or yolov5 checkpoint; its folded copy (DETECTOR.deploy.pt) keeps the
 detector's layout with a rewritten model YAML (models.handoff.detector.reparameterize_detector).
 """
 import argparse

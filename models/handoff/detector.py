@@ -184,7 +184,7 @@ def default_output(path: Path) -> Path:
 
 def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, batch_size: int = 2,
                             seed: int = 0, log=print) -> dict:
-    """Fold every RIFormerBlock of a detector checkpoint (ultralytics, yolo9) into the deploy
+    """Fold every RIFormerBlock of a detector checkpoint (ultralytics, yolo9, yolov5) into the deploy
     form, check the outputs against the unfolded detector on a random batch at the checkpoint's
     image size, rewrite the stored YAML so a rebuild makes deploy-form blocks and takes every
     tensor, and write `out` (default SRC.deploy.pt) as a checkpoint the detector's own tools load.
