@@ -75,11 +75,19 @@ class DataConfig:
     scale: List[float] = field(default_factory=lambda: [0.08, 1.0])   # RandomResizedCrop area
     auto_augment: Optional[str] = None      # timm string, e.g. 'rand-m9-mstd0.5-inc1' or 'v0'
     re_prob: float = 0.0                    # random erasing probability
+    re_mode: str = 'pixel'                  # erased area's fill: pixel (per-pixel noise; DeiT, PoolFormer) | rand | const
+    re_count: int = 1                       # erased areas per image (DeiT, PoolFormer: 1)
     mixup: float = 0.0                      # mixup alpha (0 = off)
     cutmix: float = 0.0                     # cutmix alpha (0 = off)
     label_smoothing: float = 0.0
     label_fraction: float = 1.0             # share of training images whose labels CE may see
     num_workers: int = 0
+    # Evaluation resize / centre crop (resize to image_size / crop_pct, then crop). None: the
+    # student's pretrained config in timm (PoolFormer / RIFormer: bicubic, crop_pct 0.9 for S
+    # sizes, 0.95 for M), as those models are evaluated; the embedded sources are drawn at
+    # image_size and not cropped (1.0).
+    eval_crop_pct: Optional[float] = None
+    eval_interpolation: Optional[str] = None   # bicubic | bilinear | nearest
 
 
 @dataclass
@@ -193,6 +201,13 @@ class Recipe:
             raise RecipeError(f'data.label_fraction {data.label_fraction}: must be in (0, 1]')
         if data.label_fraction < 1 and (data.mixup or data.cutmix):
             raise RecipeError('data.label_fraction < 1 cannot be combined with mixup/cutmix (mixing blends labelled and unlabelled targets)')
+        if data.re_mode not in ('pixel', 'rand', 'const'):
+            raise RecipeError(f'data.re_mode {data.re_mode!r}: use pixel (DeiT), rand or const')
+        if data.eval_crop_pct is not None and not 0 < data.eval_crop_pct <= 1:
+            raise RecipeError(f'data.eval_crop_pct {data.eval_crop_pct}: must be in (0, 1] (or null for the model\'s own)')
+        if data.eval_interpolation not in (None, 'bicubic', 'bilinear', 'nearest'):
+            raise RecipeError(f'data.eval_interpolation {data.eval_interpolation!r}: use bicubic, bilinear or nearest '
+                              f'(or null for the model\'s own)')
         if d.soft.normalize not in ('batchmean', 'numel'):
             raise RecipeError(f'distill.soft.normalize {d.soft.normalize!r}: use batchmean or numel (DeiT)')
         if d.feature_reduction not in ('mean', 'batch_sum'):

@@ -4,12 +4,13 @@ Digits (scikit-learn's 1,797 8x8 handwritten digits, shipped inside the package)
 default: upsampled to `image_size` RGB images, split into train/val with a fixed seed.
 """
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import Mixup, create_transform
+import timm
+from timm.data import DEFAULT_CROP_PCT, Mixup, create_transform
 from torch.utils.data import Dataset
 
 from .clutter import ClutteredDigits, ClutterSpec
@@ -96,15 +97,29 @@ def normalization(cfg: DataConfig):
         cfg.source, (IMAGENET_MEAN, IMAGENET_STD))
 
 
-def build_transforms(cfg: DataConfig, training: bool):
+def eval_protocol(cfg: DataConfig, arch: Optional[str]) -> Tuple[float, str]:
+    """(crop_pct, interpolation) of evaluation: the recipe's if set; else the model's pretrained
+    config in timm (PoolFormer / RIFormer: 0.9 for S sizes, 0.95 for M, bicubic); embedded
+    sources are drawn at their size and not cropped."""
+    pretrained = timm.models.get_pretrained_cfg(arch) if arch else None
+    crop_pct = cfg.eval_crop_pct
+    if crop_pct is None:
+        crop_pct = 1.0 if cfg.source in EMBEDDED_SOURCES else getattr(pretrained, 'crop_pct', None) or DEFAULT_CROP_PCT
+    interpolation = cfg.eval_interpolation or getattr(pretrained, 'interpolation', None) or 'bicubic'
+    return crop_pct, interpolation
+
+
+def build_transforms(cfg: DataConfig, training: bool, arch: Optional[str] = None):
+    """timm transforms; evaluation follows `eval_protocol` for the model `arch`."""
     mean, std = normalization(cfg)
     if not training:
+        crop_pct, interpolation = eval_protocol(cfg, arch)
         return create_transform(cfg.image_size, is_training=False, mean=mean, std=std,
-                                crop_pct=1.0 if cfg.source in EMBEDDED_SOURCES else None)
+                                crop_pct=crop_pct, interpolation=interpolation)
     return create_transform(
         cfg.image_size, is_training=True, mean=mean, std=std, hflip=cfg.hflip,
         scale=tuple(cfg.scale), auto_augment=cfg.auto_augment, re_prob=cfg.re_prob,
-        interpolation='bicubic')
+        re_mode=cfg.re_mode, re_count=cfg.re_count, interpolation='bicubic')
 
 
 def clutter_spec(cfg: DataConfig) -> ClutterSpec:
@@ -112,9 +127,10 @@ def clutter_spec(cfg: DataConfig) -> ClutterSpec:
     return ClutterSpec(cfg.image_size, tuple(c.digit_size), c.clutter, tuple(c.fragment_cells), tuple(c.fragment_size))
 
 
-def build_datasets(cfg: DataConfig, seed: int) -> Tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes); train labels masked when label_fraction < 1."""
-    train_tf, val_tf = build_transforms(cfg, True), build_transforms(cfg, False)
+def build_datasets(cfg: DataConfig, seed: int, arch: Optional[str] = None) -> Tuple[Dataset, Dataset, int]:
+    """(train, val, num_classes); train labels masked when label_fraction < 1; the validation
+    transform follows the evaluation protocol of the model `arch` (`eval_protocol`)."""
+    train_tf, val_tf = build_transforms(cfg, True), build_transforms(cfg, False, arch)
     if cfg.source == 'digits':
         train = DigitsDataset('train', cfg.image_size, cfg.val_fraction, transform=train_tf)
         val = DigitsDataset('val', cfg.image_size, cfg.val_fraction, transform=val_tf)

@@ -15,7 +15,7 @@ def evaluate_checkpoint(path, recipe: Recipe, compare=None, batch_size: int = 25
     recipe's validation split. With `compare`, also that checkpoint's top-1, the share of
     images both predict alike (`agreement`, %) and the largest absolute / relative logit
     difference."""
-    _, val_set, _ = build_datasets(recipe.data, recipe.train.seed)
+    _, val_set, _ = build_datasets(recipe.data, recipe.train.seed, recipe.student.arch)
     loader = DataLoader(val_set, batch_size=batch_size)
     ours = collect(models.load_model(path), loader, [])
     logits, targets = ours.logits, ours.targets

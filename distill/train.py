@@ -137,7 +137,7 @@ def run(recipe, check_only=False):
     set_seed(cfg.seed)
     say = accelerator.print
 
-    train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed)
+    train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
     teacher, logit_teacher = build_teachers(recipe, num_classes)
     student = build_student(recipe, num_classes, teacher)
     blocks = recipe.distill.blocks or (default_imitated_blocks(student) if teacher is not None else [])

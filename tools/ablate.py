@@ -257,7 +257,7 @@ class Evaluator:
         from distill.similarity import collect, compare
         recipe = load_recipe(run_dir / 'recipe.yaml')
         student, form = load_student(run_dir / 'model.safetensors', recipe)
-        _, val_set, _ = build_datasets(recipe.data, recipe.train.seed)
+        _, val_set, _ = build_datasets(recipe.data, recipe.train.seed, recipe.student.arch)
         loader = torch.utils.data.DataLoader(val_set, batch_size=128)
         blocks = default_imitated_blocks(student) if hasattr(student, 'stages') else []
         key = (recipe.data.source, recipe.data.path, recipe.data.image_size, recipe.data.val_fraction, tuple(blocks))
