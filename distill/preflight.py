@@ -1,11 +1,8 @@
 """The inputs of a run, checked before anything is built: every problem at once, each a line
 that names the recipe key and the fix (a run on ImageNet should not fail on its teacher after
 the data was fixed, one problem per launch)."""
-import os
-import socket
 from pathlib import Path
 from typing import List
-from urllib.parse import urlparse
 
 import timm
 
@@ -66,36 +63,14 @@ def teacher_problems(key: str, teacher) -> List[str]:
 
 def pretrained_problems(key: str, name: str) -> List[str]:
     """timm's weights for `name` must be in the local cache or downloadable from here."""
-    from models.teachers import pretrained_weights_source
-    source = pretrained_weights_source(name)
-    if source is None:
+    from models.pretrained import unavailable_reason, weights_source
+    why = unavailable_reason(name)
+    if why is None:
+        return []
+    if weights_source(name) is None:
         tagged = timm.list_pretrained(f'{name.split(".")[0]}*')[:3]
         return [f'{key}.arch {name}: timm has no pretrained weights for it; use a tag that has '
                 f'({", ".join(tagged) or "e.g. poolformer_s12.sail_in1k"}) or {key}.checkpoint=PATH']
-    if _cached(source):
-        return []
-    host = urlparse(source).hostname if '://' in source else 'huggingface.co'
-    offline = os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes') and '://' not in source
-    if offline or not _resolves(host):
-        why = 'HF_HUB_OFFLINE is set' if offline else f'{host} cannot be reached'
-        return [f'{key}.arch {name}: timm\'s pretrained weights ({source}) are not in the local cache and '
-                f'{why}; fetch them once on a machine with network (python -c "import timm; '
-                f'timm.create_model(\'{name}\', pretrained=True)", then copy HF_HOME / TORCH_HOME) or set '
-                f'{key}.checkpoint=PATH to a local file']
-    return []
-
-
-def _cached(source: str) -> bool:
-    if '://' in source:                        # a plain URL: torch.hub's checkpoint cache
-        import torch.hub
-        return (Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(source).path).name).is_file()
-    from huggingface_hub import try_to_load_from_cache
-    return any(isinstance(try_to_load_from_cache(source, f), str) for f in ('model.safetensors', 'pytorch_model.bin'))
-
-
-def _resolves(host: str) -> bool:
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
+    return [f'{key}.arch {name}: {why}; fetch them once on a machine with network '
+            f'(python -c "import timm; timm.create_model(\'{name}\', pretrained=True)", then copy HF_HOME) or '
+            f'set {key}.checkpoint=PATH to a local file']

@@ -56,7 +56,7 @@ def load_model(source, *, deploy: bool = False, features_only: bool = False,
         CheckpointError: with a one-line message naming the problem and the fix.
 
     Example:
-        >>> model = load_model('runs/demo/imitation/model.safetensors')               # doctest: +SKIP
+        >>> model = load_model('runs/digits/imitation/model.safetensors')               # doctest: +SKIP
         >>> feats = load_model('s12.deploy.safetensors', deploy=True, features_only=True,
         ...                    out_indices=(1, 2, 3))                                # doctest: +SKIP
     """

@@ -85,7 +85,7 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
         CheckpointError: bad input or a failed check; nothing is written then.
 
     Example:
-        >>> reparam_checkpoint('runs/demo/imitation/model.safetensors')   # doctest: +SKIP
+        >>> reparam_checkpoint('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
     """
     src = Path(src)
     ckpt = read_checkpoint(src)

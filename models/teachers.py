@@ -12,6 +12,7 @@ from timm.models.metaformer import MetaFormer, checkpoint_filter_fn as timm_meta
 from .checkpoint import load_checked, read_state_dict
 from .errors import CheckpointError
 from .layouts import to_timm_names
+from .pretrained import weights_source
 
 # The PoolFormer (v1) settings of timm's poolformer_* entry points.
 POOLFORMER_V1 = dict(
@@ -68,20 +69,11 @@ def create_teacher(name: str, checkpoint=None, pretrained: bool = False, **kwarg
     return model
 
 
-def pretrained_weights_source(name: str):
-    """Where timm takes the pretrained weights of `name` from (a Hub id, URL or file), or None."""
-    try:
-        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
-    except RuntimeError:       # a tag timm does not know
-        return None
-    return (cfg.hf_hub_id or cfg.url or cfg.file or None) if cfg is not None else None
-
-
 def _pretrained_teacher(name: str, **kwargs) -> nn.Module:
     """timm's pretrained weights (downloaded once, then read from the Hugging Face / torch hub
     cache). timm would warn and return random weights for a name without any: refuse instead."""
     overlay = kwargs.get('pretrained_cfg_overlay') or {}
-    if not (overlay.get('file') or overlay.get('url') or pretrained_weights_source(name)):
+    if not (overlay.get('file') or overlay.get('url') or weights_source(name)):
         tagged = [t for t in timm.list_pretrained(f'{name.split(".")[0]}*')][:4]
         raise CheckpointError(f'teacher {name}: timm has no pretrained weights for it; use a tag that has '
                               f'(e.g. {", ".join(tagged) or "poolformer_s12.sail_in1k"}) or a local checkpoint')

@@ -110,7 +110,7 @@ def test_recipe_teacher_from_a_timm_tag(tmp_path, monkeypatch):
     recipe = load_recipe(f'{ROOT}/recipes/riformer_s12.yaml', [f'train.output_dir={tmp_path / "out"}',
                                                                f'data.path={tmp_path / "imagenet"}'])
     problems = check_inputs(recipe)
-    assert len(problems) == 2 and "timm's pretrained weights (timm/poolformer_s12.sail_in1k) are not in the local cache" in problems[1]
+    assert len(problems) == 2 and 'poolformer_s12.sail_in1k: its weights (timm/poolformer_s12.sail_in1k) are not in the local cache' in problems[1]
     weights = randomize(timm.create_model('poolformer_s12'), seed=4).state_dict()
     fake_hub_cache(tmp_path / 'hub', 'timm/poolformer_s12.sail_in1k', weights)
     problems = check_inputs(recipe)
@@ -119,3 +119,45 @@ def test_recipe_teacher_from_a_timm_tag(tmp_path, monkeypatch):
     assert logit_teacher is None and torch.equal(teacher.stem.conv.weight, weights['stem.conv.weight'])
     student = train_mod.build_student(recipe, 1000, teacher)
     assert torch.equal(student.stages[2].blocks[3].mlp.fc1.weight, weights['stages.2.blocks.3.mlp.fc1.weight'])
+
+
+def official_file_in_torch_hub_cache(torch_home, arch, model):
+    """Put an mmpretrain-layout checkpoint where torch.hub keeps what it downloaded from the
+    official URL: timm then loads it from there, with no network."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+    url = timm.get_pretrained_cfg(f'{arch}.mmpretrain_in1k').url
+    path = Path(torch_home) / 'hub' / 'checkpoints' / Path(urlparse(url).path).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(mmpretrain_layout(model), path)
+    return path
+
+
+def test_reparam_tool_official_and_random_weights(tmp_path):
+    """Two of the three routes to a deploy checkpoint, as the README gives them: the official
+    weights (through timm's URL, here from a prepared torch hub cache) and random weights."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, 'TORCH_HOME': str(tmp_path / 'torch')}
+    tool = [sys.executable, f'{ROOT}/tools/reparam.py']
+    result = subprocess.run([*tool, '--pretrained', 'riformer_mini'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == \
+        ['error: riformer_mini: timm has no pretrained weights for it; download that file where there is network '
+         'and pass it instead (python tools/reparam.py FILE -o riformer_mini.deploy.safetensors)']
+    result = subprocess.run([*tool, '--pretrained', 'riformer_s12'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and 'are not in the local cache' in result.stderr, result.stderr
+
+    reference = randomize(timm.create_model('riformer_s12', head_norm_first=True), seed=7).eval()
+    official_file_in_torch_hub_cache(tmp_path / 'torch', 'riformer_s12', reference)
+    result = subprocess.run([*tool, '--pretrained', 'riformer_s12'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('riformer_s12 (timm pretrained weights) -> riformer_s12.deploy.safetensors')
+    deploy = models.load_deploy(tmp_path / 'riformer_s12.deploy.safetensors')
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert models.relative_error(deploy(x), reference(x)) < 1e-5     # the official model, folded
+
+    result = subprocess.run([*tool, '--random', 'riformer_mini'], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert models.load_deploy(tmp_path / 'riformer_mini.deploy.safetensors').form == 'deploy'

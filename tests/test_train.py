@@ -426,7 +426,7 @@ def test_all_input_problems_at_once_without_traceback(tmp_path):
     (tmp_path / 'fake' / 'train').mkdir(parents=True)
     cases = [
         (['data.path=/nonexistent'], ['data.path /nonexistent does not exist',
-                                      "teacher.arch poolformer_s12.sail_in1k: timm's pretrained weights"]),
+                                      'teacher.arch poolformer_s12.sail_in1k: its weights (timm/poolformer_s12.sail_in1k) are not in the local cache']),
         ([f'data.path={tmp_path / "fake"}', f'teacher.checkpoint={tmp_path / "t.pth"}'],
          ['train/ has no class subfolders', 'no val/ folder', f'teacher.checkpoint {tmp_path / "t.pth"}: no such file']),
     ]

@@ -6,7 +6,7 @@
 3. reparameterize it into the deploy checkpoint                  tools/reparam.py
 4. evaluate teacher, student and deploy model; check deploy == student, and time both forms
 
-    python tools/pipeline.py [--out runs/demo] [--epochs N]
+    python tools/pipeline.py [--out runs/digits] [--epochs N]
 
 Re-running continues finished or interrupted runs in --out (resume=true) instead of starting over.
 """
@@ -47,7 +47,9 @@ def images_per_second(model_a, model_b, x, rounds=7):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', default='runs/demo', help='where the runs go (default runs/demo)')
+    # runs/digits/teacher is where the digits recipes look for their teacher: after the demo,
+    # every digits recipe (and tools/ablate.py) runs as it is.
+    parser.add_argument('--out', default='runs/digits', help='where the runs go (default runs/digits)')
     parser.add_argument('--epochs', type=int, help='override train.epochs of both recipes')
     args = parser.parse_args(argv)
     out = Path(args.out)
