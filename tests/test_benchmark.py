@@ -113,6 +113,8 @@ def test_speedups_against_group_baselines():
     (['--dtype', 'fp16'], 'fp16 needs --device cuda'),
     (['--reps', '-1'], 'positive integer'),
     (['--bogus'], 'unrecognized arguments'),
+    (['--teacher-precision', 'fp16'], 'invalid choice'),
+    (['--train-layout', 'nhwc'], 'invalid choice'),
 ])
 def test_bad_input_one_error_line(args, message, capsys):
     try:
@@ -164,3 +166,60 @@ def test_help_names_the_training_step_rows():
     out = subprocess.run([sys.executable, str(root / 'tools' / 'benchmark.py'), '--help'],
                          capture_output=True, text=True, check=True).stdout
     assert 'train_s12' in ' '.join(out.split())        # the name the README uses
+
+
+TRAIN_FORMS = ['student-step', 'imitation-step', 'imitation-fp32', 'imitation-fp32-ref']
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
+def test_training_rows_with_cost_breakdown(layout, tmp_path, capsys):
+    md, table_csv = tmp_path / 'train.md', tmp_path / 'train.csv'
+    code, out, err = run_main(capsys, '--smoke', '--archs', 'train_mini', '--reps', 2, '--warmup', 1,
+                              '--train-layout', layout, '--teacher-precision', 'bf16',
+                              '--markdown', md, '--csv', table_csv)
+    assert code == 0, err
+    _, rows = table_rows(out)
+    assert [r[1] for r in rows] == TRAIN_FORMS and rows[0][-1] == '1.00x'
+    assert 'warm-up riformer_mini (imitation-step): first call' in out
+    assert 'teacher precision bf16 -> bfloat16' in out and f'train layout {layout}' in out
+    breakdown = out[out.index('training step by phase'):].splitlines()
+    header = breakdown[1].split('  ')
+    assert [h.strip() for h in header if h.strip()][3:8] == [f'{p} ms' for p in benchmark.PHASES]
+    cells = {line.split()[1]: line.split() for line in breakdown[3:7]}
+    assert set(cells) == set(TRAIN_FORMS)
+    assert cells['student-step'][3] == '0' and float(cells['imitation-step'][3]) > 0   # teacher fwd
+    with open(table_csv, newline='') as f:
+        records = {r['form']: r for r in csv.DictReader(f)}
+    for form, r in records.items():
+        phases = [float(r[f'{p.replace(" ", "_")}_ms']) for p in benchmark.PHASES]
+        assert all(v >= 0 for v in phases[1:]) and phases[1] > 0 and phases[3] > 0     # student fwd, bwd
+        # The phases cover the step: their sum is the measured step time up to the clock reads.
+        assert sum(phases) == pytest.approx(float(r['latency_ms']), rel=0.2), form
+    assert 'Training step by phase' in md.read_text()
+
+
+def test_training_step_phases_and_device_syncs():
+    from distill.benchmark.training import TimedModule, make_training_step
+    settings = benchmark.Settings(img_size=32, num_classes=10, teacher_precision='fp32')
+    step = make_training_step('mini', 'settings')(settings, 2)
+    syncs = []
+    step.sync = step.timed_teacher.sync = lambda: syncs.append(1)     # what CUDA's synchronize would be
+    step()
+    step()
+    assert len(step.phases) == 2 and all(set(p) == set(benchmark.PHASES) for p in step.phases)
+    assert all(p['teacher fwd'] > 0 for p in step.phases)
+    assert len(syncs) == 2 * (5 + 2)            # 5 phase boundaries + teacher start/end per call
+    # The teacher inside the criterion is timed, not replaced: its recorders still feed the losses.
+    assert isinstance(step.criterion.teacher, TimedModule) and step.criterion.teacher_rec is not None
+    assert benchmark.synchronizer('cuda:0') is torch.cuda.synchronize
+
+
+def test_cuda_paths_resolve_without_a_gpu(monkeypatch):
+    from distill import teacher as teacher_mod
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: True)
+    assert teacher_mod.resolve_precision('auto', 'cuda') == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda including_emulation=True: False)
+    assert teacher_mod.resolve_precision('auto', 'cuda:0') == torch.float32
+    if not torch.cuda.is_available():
+        with pytest.raises(benchmark.BenchmarkError, match='CUDA is not available'):
+            benchmark.Settings(device='cuda', dtype='bf16').check()

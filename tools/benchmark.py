@@ -35,6 +35,10 @@ def build_parser() -> Parser:
                    help='torch / ONNX Runtime intra-op threads (default: torch default)')
     p.add_argument('--channels-last', action='store_true', help='models and inputs in channels_last')
     p.add_argument('--compile', action='store_true', help='torch.compile every torch row (warm-up compiles)')
+    p.add_argument('--teacher-precision', default='auto', choices=['fp32', 'bf16', 'auto'],
+                   help="training rows: the 'imitation-step' teacher (default auto: bf16 where native)")
+    p.add_argument('--train-layout', default='channels_last', choices=['channels_last', 'nchw'],
+                   help="training rows: student and teacher layout (default channels_last, as the trainer)")
     p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     p.add_argument('--dtype', default='fp32', choices=list(benchmark.DTYPES), help='fp32 (default), bf16 or fp16')
     p.add_argument('--reps', type=positive_int, default=None, help='timed repetitions per row (default 7)')
@@ -51,6 +55,7 @@ def build_parser() -> Parser:
 def settings_from_args(args) -> Settings:
     return Settings(img_size=args.img_size or (32 if args.smoke else 224), device=args.device, dtype=args.dtype,
                     channels_last=args.channels_last, compile=args.compile,
+                    teacher_precision=args.teacher_precision, train_layout=args.train_layout,
                     threads=args.threads or torch.get_num_threads(),
                     num_classes=10 if args.smoke else 1000).check()
 
@@ -88,6 +93,9 @@ def main(argv=None) -> int:
     env['load at end'] = benchmark.load_average()
     print()
     print(benchmark.format_table(rows))
+    breakdown = benchmark.format_breakdown(rows)
+    if breakdown:
+        print('\ntraining step by phase, median (IQR) ms:\n' + breakdown)
     print(f'\nload average at end: {env["load at end"]}')
     if args.markdown:
         args.markdown.write_text(benchmark.format_markdown(rows, env, command))

@@ -7,6 +7,7 @@ repetition), so that load from other processes spreads over all rows instead of 
 A row reports the median over repetitions and the interquartile range.
 
     cases.py   settings, rows (`Case`) and the case families behind `--archs`
+    training.py  plain vs module-imitation training steps, timed per phase
     timing.py  the interleaved timer (also used by tools/pipeline.py)
     report.py  medians, speedups, table / markdown / CSV
 """
@@ -16,8 +17,10 @@ from .cases import (
     DTYPES, FAMILIES, RIFORMER_SIZES, BenchmarkError, Case, Family, Settings, ort_applicable, resolve_archs,
     select_forms)
 from .report import (
-    COLUMNS, CSV_FIELDS, add_speedups, environment, format_markdown, format_table, summarize, write_csv)
+    COLUMNS, CSV_FIELDS, add_speedups, environment, format_breakdown, format_markdown, format_table, phase_stats,
+    summarize, write_csv)
 from .timing import load_average, synchronizer, time_steps
+from .training import PHASES
 
 
 def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[int], reps: int,
@@ -35,16 +38,21 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
         if not steps:
             continue
         log(f'timing {len(steps)} rows at batch {batch}: warm-up {warmup}, {reps} repetitions')
-        samples = time_steps(steps, reps, warmup, min_time, synchronizer(settings.device), log)
-        rows.extend(summarize(cases[i], batch, settings, s) for i, s in samples.items())
+        labels = {i: f'{cases[i].model} ({cases[i].form})' for i in steps}
+        samples = time_steps(steps, reps, warmup, min_time, synchronizer(settings.device), log, labels)
+        for i, s in samples.items():
+            row = summarize(cases[i], batch, settings, s)
+            if hasattr(steps[i], 'phases'):          # training steps: where the time went
+                row['phases'] = phase_stats(steps[i].phases[max(warmup, 1):])
+            rows.append(row)
         del steps
     add_speedups(rows)
     return rows
 
 
 __all__ = [
-    'BenchmarkError', 'COLUMNS', 'CSV_FIELDS', 'Case', 'DTYPES', 'FAMILIES', 'Family', 'RIFORMER_SIZES',
-    'Settings', 'add_speedups', 'environment', 'format_markdown', 'format_table', 'load_average',
-    'ort_applicable', 'resolve_archs', 'run_benchmark', 'select_forms', 'summarize', 'synchronizer',
+    'BenchmarkError', 'COLUMNS', 'PHASES', 'CSV_FIELDS', 'Case', 'DTYPES', 'FAMILIES', 'Family', 'RIFORMER_SIZES',
+    'Settings', 'add_speedups', 'environment', 'format_breakdown', 'format_markdown', 'format_table',
+    'load_average', 'ort_applicable', 'phase_stats', 'resolve_archs', 'run_benchmark', 'select_forms', 'summarize', 'synchronizer',
     'time_steps', 'write_csv',
 ]

@@ -12,7 +12,7 @@ import fnmatch
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import timm
@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 
 import models  # registers riformer_* and poolformer_mini with timm
+
+from .training import training_cases
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 RIFORMER_SIZES = [name[len('riformer_'):] for name in models.ARCHS]     # s12 ... m48, mini
@@ -39,6 +41,8 @@ class Settings:
     compile: bool = False
     threads: int = 1
     num_classes: int = 1000
+    teacher_precision: str = 'auto'         # training rows' 'imitation-step' teacher: fp32 | bf16 | auto
+    train_layout: str = 'channels_last'     # training rows: channels_last (the trainer's default) | nchw
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -53,6 +57,10 @@ class Settings:
             raise BenchmarkError(f'device {device!r} asked for, but CUDA is not available here')
         if self.dtype == 'fp16' and device == 'cpu':
             raise BenchmarkError('fp16 needs --device cuda; use bf16 or fp32 on CPU')
+        if self.teacher_precision not in ('fp32', 'bf16', 'auto'):
+            raise BenchmarkError(f'teacher precision {self.teacher_precision!r}: use fp32, bf16 or auto')
+        if self.train_layout not in ('channels_last', 'nchw'):
+            raise BenchmarkError(f'train layout {self.train_layout!r}: use channels_last or nchw')
         return self
 
 
@@ -208,50 +216,6 @@ def fasternet_cases(name: str) -> List[Case]:
 
     return [Case(name, 'timm', name, torch_step(build('split_cat'))),
             Case(name, 'slicing', name, torch_step(build('slicing')))]
-
-
-def training_cases(size: str) -> List[Case]:
-    """One optimizer step of a RIFormer student (forward, backward, AdamW): 'student-step' with
-    cross-entropy only, 'imitation-step' with the paper's module imitation (a frozen PoolFormer
-    teacher under inference mode, recorders at the last block of each stage, soft KD + L'_in +
-    L_out + L_rel) through the trainer's own criterion. img/s counts training images."""
-    from distill.config import DistillConfig, SoftTermConfig, TermConfig
-    from distill.criterion import DistillationCriterion
-    from distill.teacher import prepare_teacher
-    from distill.recorders import default_imitated_blocks
-
-    def make_step(imitation: bool):
-        def make(settings: Settings, batch: int) -> Step:
-            device = settings.device
-            student = timm.create_model(f'riformer_{size}', num_classes=settings.num_classes).to(device).train()
-            teacher = None
-            on = TermConfig(weight=1.0)
-            cfg = DistillConfig(ce=TermConfig(weight=1.0))
-            if imitation:
-                teacher = prepare_teacher(
-                    timm.create_model(f'poolformer_{size}', num_classes=settings.num_classes), device,
-                    memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-                cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
-            if settings.channels_last:
-                student = student.to(memory_format=torch.channels_last)
-            criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
-            optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
-            x = random_images(replace(settings, dtype='fp32'), batch)
-            y = torch.randint(0, settings.num_classes, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
-            amp = settings.dtype != 'fp32'
-
-            def step():
-                with torch.autocast(device.split(':')[0], dtype=settings.torch_dtype, enabled=amp):
-                    loss, _ = criterion(x, student(x), y, epoch=0)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            return step
-        return make
-
-    group = f'train-{size}'
-    return [Case(f'riformer_{size}', 'student-step', group, make_step(False), role='plain'),
-            Case(f'riformer_{size}', 'imitation-step', group, make_step(True))]
 
 
 FAMILIES = [

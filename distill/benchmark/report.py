@@ -11,11 +11,12 @@ import timm
 import torch
 
 from .cases import Case, Settings
+from .training import PHASES
 
 COLUMNS = ['model', 'form', 'batch', 'res', 'img/s', 'IQR img/s', 'latency ms', 'vs PoolFormer', 'vs plain']
 CSV_FIELDS = ['model', 'form', 'group', 'batch', 'res', 'reps', 'img_s', 'img_s_p25', 'img_s_p75', 'img_s_min',
               'img_s_max', 'latency_ms', 'vs_poolformer', 'vs_plain', 'device', 'dtype', 'threads',
-              'channels_last', 'compile']
+              'channels_last', 'compile'] + [f'{p.replace(" ", "_")}_ms' for p in PHASES]
 
 
 def summarize(case: Case, batch: int, settings: Settings, seconds: Sequence[float]) -> dict:
@@ -29,6 +30,17 @@ def summarize(case: Case, batch: int, settings: Settings, seconds: Sequence[floa
         'img_s_min': float(rate.min()), 'img_s_max': float(rate.max()),
         'latency_ms': float(np.median(t) * 1e3),
     }
+
+
+def phase_stats(phases: Sequence[Dict[str, float]]) -> Dict[str, tuple]:
+    """Per phase of a training step: (median, p25, p75) in milliseconds over the timed calls."""
+    if not phases:
+        return {}
+    out = {}
+    for name in PHASES:
+        ms = np.asarray([p[name] for p in phases]) * 1e3
+        out[name] = tuple(float(v) for v in (np.median(ms), *np.percentile(ms, [25, 75])))
+    return out
 
 
 def add_speedups(rows: List[dict]) -> None:
@@ -60,12 +72,46 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+BREAKDOWN_COLUMNS = ['model', 'form', 'batch', *(f'{p} ms' for p in PHASES), 'sum ms', 'step ms']
+
+
+def breakdown_cells(row: dict) -> List[str]:
+    phases = row['phases']
+    cells = [row['model'], row['form'], str(row['batch'])]
+    for name in PHASES:
+        median, p25, p75 = phases[name]
+        cells.append(f'{median:.0f}' if row['reps'] < 2 else f'{median:.0f} ({p25:.0f}-{p75:.0f})')
+    cells += [f'{sum(phases[n][0] for n in PHASES):.0f}', f'{row["latency_ms"]:.0f}']
+    return cells
+
+
+def format_breakdown(rows: List[dict], markdown: bool = False) -> str:
+    """Where a training step's time goes: median (IQR) milliseconds per phase, the sum of the
+    medians, and the step's median latency; '' when no row has phases."""
+    rows = [r for r in rows if r.get('phases')]
+    if not rows:
+        return ''
+    cells = [BREAKDOWN_COLUMNS] + [breakdown_cells(r) for r in rows]
+    if markdown:
+        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
+        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(BREAKDOWN_COLUMNS))) + '|')
+        return '\n'.join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(BREAKDOWN_COLUMNS))]
+    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
 def format_markdown(rows: List[dict], env: Dict[str, str], command: str) -> str:
     lines = [f'Command: `{command}`', '',
              'Machine: ' + ', '.join(f'{k} {v}' for k, v in env.items()), '',
              '| ' + ' | '.join(COLUMNS) + ' |',
              '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(COLUMNS))) + '|']
     lines += ['| ' + ' | '.join(table_cells(r)) + ' |' for r in rows]
+    breakdown = format_breakdown(rows, markdown=True)
+    if breakdown:
+        lines += ['', 'Training step by phase, median (IQR) ms:', '', breakdown]
     return '\n'.join(lines) + '\n'
 
 
@@ -77,7 +123,8 @@ def write_csv(path: Path, rows: List[dict], settings: Settings) -> None:
         writer.writeheader()
         for r in rows:
             cells = {k: ('' if v is None else f'{v:.4f}' if isinstance(v, float) else v) for k, v in r.items()}
-            writer.writerow({**cells, **extra})
+            phases = {f'{n.replace(" ", "_")}_ms': f'{v[0]:.4f}' for n, v in r.get('phases', {}).items()}
+            writer.writerow({**cells, **phases, **extra})
 
 
 def cpu_model() -> str:
@@ -96,4 +143,12 @@ def environment(settings: Settings) -> Dict[str, str]:
            'channels_last': str(settings.channels_last), 'compile': str(settings.compile)}
     if settings.device.startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name(settings.device)
+    else:
+        from distill.teacher import cpu_bf16_support
+        env['cpu bf16'] = cpu_bf16_support() or 'none (emulated)'
+        env['torch cpu capability'] = torch.backends.cpu.get_cpu_capability()
+    from distill.teacher import resolve_precision
+    dtype = resolve_precision(settings.teacher_precision, settings.device)
+    env['teacher precision'] = f'{settings.teacher_precision} -> {str(dtype).replace("torch.", "")}'
+    env['train layout'] = settings.train_layout
     return env

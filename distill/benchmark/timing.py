@@ -3,7 +3,7 @@ every timed step instead of hitting one; and the machine's load, to report next 
 import math
 import os
 import time
-from typing import Callable, Dict, Hashable, List
+from typing import Callable, Dict, Hashable, List, Optional
 
 import torch
 
@@ -22,19 +22,23 @@ def load_average() -> str:
 
 
 def time_steps(steps: Dict[Hashable, Step], reps: int, warmup: int, min_time: float,
-               sync: Callable[[], None] = lambda: None, log=print) -> Dict[Hashable, List[float]]:
+               sync: Callable[[], None] = lambda: None, log=print,
+               labels: Optional[Dict[Hashable, str]] = None) -> Dict[Hashable, List[float]]:
     """Seconds per call of every step: `warmup` untimed calls each, then `reps` interleaved
     repetitions. One measurement runs a step often enough to last about `min_time` (decided from
-    the last warm-up call), so that fast models are not timed at the clock's resolution."""
+    the last warm-up call), so that fast models are not timed at the clock's resolution. The
+    first call's time is logged (with torch.compile it is the compile time)."""
     calls = {}
     for key, step in steps.items():
         elapsed = 0.
-        for _ in range(max(warmup, 1)):
+        for i in range(max(warmup, 1)):
             sync()
             start = time.perf_counter()
             step()
             sync()
             elapsed = time.perf_counter() - start
+            if i == 0:
+                log(f'  warm-up {(labels or {}).get(key, key)}: first call {elapsed:.2f} s')
         calls[key] = max(1, math.ceil(min_time / max(elapsed, 1e-6))) if min_time > 0 else 1
     samples = {key: [] for key in steps}
     keys = list(steps)
