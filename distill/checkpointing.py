@@ -17,7 +17,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -45,6 +45,16 @@ def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
     elif out.exists() and any(p.name not in ('tb',) for p in out.iterdir()) and not resume:
         raise RecipeError(f'output_dir {out} is not empty and holds no run of ours; choose another train.output_dir')
     return saved
+
+
+def resumed_changes(out: Path, recipe_dict: dict) -> Dict[str, Tuple[Any, Any]]:
+    """{key: (saved, now)} of the recipe keys a resume may change (`RESUMABLE_CHANGES`)."""
+    saved = out / 'recipe.yaml'
+    if not saved.exists():
+        return {}
+    old, new = flat_keys(yaml.safe_load(saved.read_text()) or {}), flat_keys(recipe_dict)
+    return {k: (old.get(k), new.get(k)) for k in sorted(RESUMABLE_CHANGES - {'resume'})
+            if old.get(k) != new.get(k)}
 
 
 def write_text_atomic(path: Path, text: str):

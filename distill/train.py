@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 import torch
 
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import models  # noqa: E402
 from distill.checkpointing import (  # noqa: E402
-    latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic)
+    latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
@@ -110,6 +111,36 @@ def updates_per_epoch(batches_per_process: int, grad_accum: int) -> int:
     return math.ceil(batches_per_process / grad_accum)
 
 
+def build_scheduler(optimizer, optim_cfg, epochs: int, epoch_updates: int) -> CosineLRScheduler:
+    """Warmup, then cosine to min_lr at the last update; stepped in optimizer updates."""
+    return CosineLRScheduler(
+        optimizer, t_initial=epochs * epoch_updates, lr_min=optim_cfg.min_lr,
+        warmup_t=int(optim_cfg.warmup_epochs * epoch_updates), warmup_lr_init=optim_cfg.warmup_lr,
+        t_in_epochs=False)
+
+
+def lr_at(update: int, lr: float, optim_cfg, epochs: int, epoch_updates: int) -> float:
+    """The learning rate a schedule of `epochs` epochs sets at `update`."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    build_scheduler(optimizer, optim_cfg, epochs, epoch_updates).step_update(update)
+    return optimizer.param_groups[0]['lr']
+
+
+def describe_resume(changes, state, lr, optim_cfg, epoch_updates) -> List[str]:
+    """What a resume with a changed recipe does, one line per changed key."""
+    lines = []
+    for key, (old, new) in changes.items():
+        line = f'resume: {key} {old} -> {new}'
+        if key == 'train.epochs':
+            n = state['num_updates']
+            line += (f': the cosine schedule is rebuilt to end at update {new * epoch_updates} instead of '
+                     f'{old * epoch_updates}; training continues at update {n} with lr '
+                     f'{lr_at(n, lr, optim_cfg, new, epoch_updates):.2e} (the old schedule was at '
+                     f'{lr_at(n, lr, optim_cfg, old, epoch_updates):.2e}); term windows stay in epochs')
+        lines.append(line)
+    return lines
+
+
 def make_accelerator(recipe, out):
     if os.environ.get('MASTER_ADDR') and 'WORLD_SIZE' not in os.environ:
         # accelerate launch --cpu --num_processes N (N > 1) starts ONE process unless given an
@@ -186,10 +217,7 @@ def run(recipe, check_only=False):
     # loader's batches per process, accumulated), so it ends exactly at the last update for any
     # process count and accumulation; it is not prepared (accelerate would step it once per process).
     epoch_updates = updates_per_epoch(len(train_loader), recipe.optim.grad_accum)
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=cfg.epochs * epoch_updates, lr_min=recipe.optim.min_lr,
-        warmup_t=int(recipe.optim.warmup_epochs * epoch_updates), warmup_lr_init=recipe.optim.warmup_lr,
-        t_in_epochs=False)
+    scheduler = build_scheduler(optimizer, recipe.optim, cfg.epochs, epoch_updates)
     mixup = build_mixup(recipe.data, num_classes)
     participation = GradientParticipation(accelerator.unwrap_model(student), criterion, recipe.data.image_size,
                                           accelerator.device) if needs_unused_parameter_search(recipe) else None
@@ -200,10 +228,17 @@ def run(recipe, check_only=False):
 
     state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'train_seconds': 0.0, 'history': []}
     resume_from = latest_checkpoint(out) if recipe.resume else None
+    if recipe.resume and resume_from is None:
+        say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
         scheduler.step_update(state['num_updates'])
         say(f'resumed from {resume_from} at epoch {state["epoch"]}')
+        changes = resumed_changes(out, recipe_dict)
+        for line in describe_resume(changes, state, lr, recipe.optim, epoch_updates):
+            say(line)
+        if changes and accelerator.is_main_process:      # the saved recipe is the run's recipe now
+            write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))

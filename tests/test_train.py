@@ -1,5 +1,6 @@
 """The trainer end to end on digits: every digits recipe, resume, two processes, bad input."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -290,6 +291,23 @@ def test_output_dir_guard(tmp_path, capsys):
     code, out_text, err = run_main(capsys, plain, 'train.epochs=2', 'resume=true', f'train.output_dir={out}')
     assert code == 0, err
     assert json.loads((out / 'summary.json').read_text())['epochs'] == 2
+
+
+def test_resume_says_what_changed_and_when_it_starts_from_scratch(tmp_path, capsys):
+    plain, out = DIGITS / 'plain.yaml', tmp_path / 'run'
+    code, text, err = run_main(capsys, plain, 'train.epochs=1', 'resume=true', f'train.output_dir={out}')
+    assert code == 0, err
+    assert f'resume=true, but {out} holds no complete checkpoint: starting from scratch' in text
+    # 359 images / 32: 11 updates per epoch; warmup 1 epoch; lr 0.02 x 32 / 1024.
+    code, text, err = run_main(capsys, plain, 'train.epochs=2', 'resume=true', f'train.output_dir={out}')
+    assert code == 0, err
+    lr, min_lr = 0.02 * 32 / 1024, 1e-5
+    new_lr = min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * 11 / 22))
+    assert (f'resume: train.epochs 1 -> 2: the cosine schedule is rebuilt to end at update 22 instead of 11; '
+            f'training continues at update 11 with lr {new_lr:.2e} (the old schedule was at {min_lr:.2e})') in text
+    # The saved recipe is the run's recipe now: resuming again with 2 epochs changes nothing.
+    code, text, err = run_main(capsys, plain, 'train.epochs=2', 'resume=true', f'train.output_dir={out}')
+    assert code == 0 and 'resume: train.epochs' not in text
 
 
 def test_nan_loss_stops_naming_the_term(teacher_ckpt, tmp_path, capsys, monkeypatch):
