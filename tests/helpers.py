@@ -78,3 +78,16 @@ def deploy_checkpoint(path, arch='riformer_s12', seed=0):
     model = randomize(timm.create_model(arch, num_classes=0), seed).eval()
     models.save_model(path, models.reparameterize(model))
     return path
+
+
+def official_file_in_torch_hub_cache(torch_home, arch, model):
+    """Put an mmpretrain-layout checkpoint of `model` where torch.hub keeps what it downloaded
+    from `arch`'s official URL: timm then loads it from there, with no network."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+    import timm
+    url = timm.get_pretrained_cfg(f'{arch}.mmpretrain_in1k').url
+    path = Path(torch_home) / 'hub' / 'checkpoints' / Path(urlparse(url).path).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(mmpretrain_layout(model), path)
+    return path

@@ -11,7 +11,7 @@ import models
 from distill import train as train_mod
 from distill.config import load_recipe
 from distill.preflight import check_inputs
-from helpers import mmpretrain_layout, randomize
+from helpers import mmpretrain_layout, official_file_in_torch_hub_cache, randomize
 
 ROOT = models.__file__.rsplit('/', 2)[0]
 
@@ -119,18 +119,6 @@ def test_recipe_teacher_from_a_timm_tag(tmp_path, monkeypatch):
     assert logit_teacher is None and torch.equal(teacher.stem.conv.weight, weights['stem.conv.weight'])
     student = train_mod.build_student(recipe, 1000, teacher)
     assert torch.equal(student.stages[2].blocks[3].mlp.fc1.weight, weights['stages.2.blocks.3.mlp.fc1.weight'])
-
-
-def official_file_in_torch_hub_cache(torch_home, arch, model):
-    """Put an mmpretrain-layout checkpoint where torch.hub keeps what it downloaded from the
-    official URL: timm then loads it from there, with no network."""
-    from pathlib import Path
-    from urllib.parse import urlparse
-    url = timm.get_pretrained_cfg(f'{arch}.mmpretrain_in1k').url
-    path = Path(torch_home) / 'hub' / 'checkpoints' / Path(urlparse(url).path).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(mmpretrain_layout(model), path)
-    return path
 
 
 def test_reparam_tool_official_and_random_weights(tmp_path):
