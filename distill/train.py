@@ -242,7 +242,8 @@ def run(recipe, check_only=False):
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
-    accelerator.init_trackers('tb')
+    if state['epoch'] < cfg.epochs:      # a finished run resumed with nothing to do logs nothing
+        accelerator.init_trackers('tb')     # (no empty events file in its TensorBoard run)
     if resume_from is None and accelerator.is_main_process:
         write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
                               has_teacher=(logit_teacher or teacher) is not None)

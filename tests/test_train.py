@@ -426,6 +426,10 @@ def test_tensorboard_one_run_with_hparams_metrics_and_term_weights(teacher_ckpt,
     assert [line.split(' (')[1].split(')')[0] for line in stdout.splitlines() if line.startswith('epoch 2/2 loss')] == \
         ['soft+l_in_hidden+l_out']
 
+    files = sorted((out / 'tb').glob('events.out.tfevents.*'))
+    assert len(files) == 2                               # one per session that trained
+    code, _, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=2', 'resume=true', *args)
+    assert code == 0 and sorted((out / 'tb').glob('events.out.tfevents.*')) == files   # nothing left to train
     scalars, hparams, metric_tags, tensor_tags, starts = _tb_run(out)
     assert starts == 1                                   # the resume added no second description
     assert metric_tags == {'val/top1', 'val/teacher_agreement'}
