@@ -143,6 +143,40 @@ def test_two_processes(teacher_ckpt, tmp_path):
     assert 'global batch 64' in result.stdout        # 2 x 32: the lr scales with it
 
 
+def _launch_two(out, port, *extra):
+    return [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+            '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+            '--main_process_port', str(port), str(ROOT / 'distill' / 'train.py'), str(DIGITS / 'plain.yaml'),
+            *FAST, 'train.epochs=2', 'train.checkpoint_every=1', 'train.keep_checkpoints=2', 'student.drop_path=0.2',
+            'data.mixup=0.4', f'train.output_dir={out}', *extra]
+
+
+def test_two_processes_resume_is_exact(tmp_path):
+    """Per-process randomness (seed + rank: drop path, mixup, augmentation) is restored per
+    process: a two-process run resumed from its epoch-1 checkpoint ends with the same weights
+    as the uninterrupted run (the checkpoint is copied into a fresh run directory, as a killed
+    run would have left it)."""
+    import shutil
+
+    import yaml
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    full = subprocess.run(_launch_two(tmp_path / 'full', 29521), capture_output=True, text=True, env=env, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    cut = tmp_path / 'cut'
+    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'epoch_0001', cut / 'checkpoints' / 'epoch_0001')
+    (cut / 'checkpoints' / 'latest').write_text('epoch_0001')
+    saved = yaml.safe_load((tmp_path / 'full' / 'recipe.yaml').read_text())
+    saved['train']['output_dir'] = str(cut)
+    (cut / 'recipe.yaml').write_text(yaml.safe_dump(saved, sort_keys=False))
+    resumed = subprocess.run(_launch_two(cut, 29522, 'resume=true'), capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert 'resumed from' in resumed.stdout and 'at epoch 1' in resumed.stdout
+    a = load_file(str(tmp_path / 'full' / 'model.safetensors'))
+    b = load_file(str(cut / 'model.safetensors'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # Runs the trainer with a logged probe term worth rank + 1 on each process: what the logs
 # show for it is the mean over processes (1.5 with two), not the main process's own (1.0).
 PROBE = """
