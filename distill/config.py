@@ -285,9 +285,11 @@ def apply_override(raw: dict, item: str):
     node[parts[-1]] = value
 
 
-def build(cls, raw, where):
+def build(cls, raw, where, noun='recipe'):
+    """The dataclass `cls` from a raw mapping: unknown keys (with close matches) and values of
+    the wrong type are RecipeErrors naming the dotted key. `noun` names the file kind in them."""
     if not isinstance(raw, dict):
-        raise RecipeError(f'{where or "recipe"}: expected a mapping, got {raw!r}')
+        raise RecipeError(f'{where or noun}: expected a mapping, got {raw!r}')
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in raw.items():
@@ -295,24 +297,24 @@ def build(cls, raw, where):
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=3)
             hint = f'; did you mean {" or ".join(close)}?' if close else f'; known keys: {", ".join(fields)}'
-            raise RecipeError(f'unknown recipe key {name!r}{hint}')
-        values[key] = _coerce(typing.get_type_hints(cls)[key], value, name)
+            raise RecipeError(f'unknown {noun} key {name!r}{hint}')
+        values[key] = _coerce(typing.get_type_hints(cls)[key], value, name, noun)
     return cls(**values)
 
 
-def _coerce(hint, value, name):
+def _coerce(hint, value, name, noun='recipe'):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, name)
+        return _coerce(inner[0], value, name, noun)
     if dataclasses.is_dataclass(hint):
-        return build(hint, value or {}, name)
+        return build(hint, value or {}, name, noun)
     if origin in (list, List):
         if not isinstance(value, list):
             raise RecipeError(f'{name}: expected a list, got {value!r}')
-        return [_coerce(args[0], v, f'{name}[{i}]') for i, v in enumerate(value)]
+        return [_coerce(args[0], v, f'{name}[{i}]', noun) for i, v in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):      # YAML reads 1e-3 as a string

@@ -1,4 +1,4 @@
-"""tools/ablate.py end to end in smoke mode (a 1-epoch teacher, two 1-epoch variants), resume,
+"""tools/ablate.py (distill/ablation) end to end in smoke mode (a 1-epoch teacher, two 1-epoch variants), resume,
 bad input; distill/similarity.py on known cases."""
 import csv
 import os
@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
+from distill.ablation import load_ablation_config, plan
 from distill.similarity import linear_cka, normalised_mse
-from helpers import load_tool
+from tools import ablate
 
 ROOT = Path(__file__).resolve().parents[1]
-ablate = load_tool('ablate')
 # One torch thread per process: the CI machine has 2 shared cores, where spinning OpenMP
 # threads of parallel processes slow each other down many-fold.
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -115,8 +115,8 @@ def test_smoke_outputs_and_resume(teacher, tmp_path):
 def test_plan_reuses_label_free_runs(tmp_path):
     """In the low-label setting, a variant without CE computes exactly what it did with all
     labels: planned as a reuse, not retrained."""
-    config = ablate.load_config(write_config(tmp_path / 'a.yaml', tmp_path / 'teacher.safetensors'))
-    runs = ablate.plan(config, tmp_path / 'out', [0], None, [], smoke=False)
+    config = load_ablation_config(write_config(tmp_path / 'a.yaml', tmp_path / 'teacher.safetensors'))
+    runs = plan(config, tmp_path / 'out', [0], None, [], smoke=False)
     by_name = {r.name: r for r in runs}
     assert set(by_name) == {'plain', 'imitation', 'soft_kd', 'plain@labels10', 'imitation@labels10', 'soft_kd@labels10'}
     assert by_name['plain@labels10'].alias_of is None                      # CE sees fewer labels

@@ -1,0 +1,104 @@
+"""Ablation configs: YAML validated into typed dataclasses by the recipes' own machinery
+(`distill.config.build`: unknown keys with close matches, typed values), plus the checks a type
+cannot express (names, the variant subsets of each setting, a teacher file)."""
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+
+from ..config import RecipeError, build
+
+
+class AblateError(RecipeError):
+    """Bad input to the ablation; printed as one `error:` line, exit code 2."""
+
+
+@dataclass
+class AblationTeacher:
+    """The PoolFormer teacher of every variant that has one, and of the similarity metrics."""
+    arch: str = 'poolformer_mini'
+    checkpoint: str = ''
+
+
+@dataclass
+class Variant:
+    name: str = ''
+    recipe: str = ''                    # path of a training recipe
+    overrides: List[str] = field(default_factory=list)      # key.sub=value, as on the command line
+    description: Optional[str] = None
+
+
+@dataclass
+class Setting:
+    """Overrides applied to every variant it runs, e.g. `data.label_fraction=0.1`."""
+    name: str = ''
+    overrides: List[str] = field(default_factory=list)
+    variants: Optional[List[str]] = None   # the variants it runs (default: all)
+
+
+@dataclass
+class AblationConfig:
+    teacher: Optional[AblationTeacher] = None
+    variants: List[Variant] = field(default_factory=list)
+    settings: List[Setting] = field(default_factory=list)    # default: one setting without overrides
+    seeds: List[int] = field(default_factory=lambda: [0])
+    overrides: List[str] = field(default_factory=list)       # applied to every run
+    output_dir: str = 'runs/ablation'
+
+    def validate(self, path) -> 'AblationConfig':
+        if self.teacher is None or not self.teacher.checkpoint:
+            raise AblateError(f'{path}: teacher: expected {{arch, checkpoint}} (the PoolFormer teacher of the '
+                              f'variants and of the similarity metrics)')
+        if not self.variants:
+            raise AblateError('variants: expected a non-empty list of mappings')
+        if not self.settings:
+            self.settings = [Setting(name='default')]
+        for kind, items in (('variant', self.variants), ('setting', self.settings)):
+            names = set()
+            for i, item in enumerate(items):
+                if not item.name:
+                    raise AblateError(f'{kind}s[{i}]: expected a mapping with a name')
+                if item.name in names:
+                    raise AblateError(f'{kind}s: name {item.name!r} appears twice')
+                if any(c in item.name for c in '/@ '):
+                    raise AblateError(f'{kind}s {item.name!r}: names may not contain "/", "@" or spaces')
+                names.add(item.name)
+        for v in self.variants:
+            if not v.recipe:
+                raise AblateError(f'variant {v.name!r}: needs a recipe (path of a training recipe)')
+        known = [v.name for v in self.variants]
+        for s in self.settings:
+            subset = s.variants or known
+            bad = [n for n in subset if n not in known]
+            if bad:
+                raise AblateError(f'setting {s.name!r}: unknown variant(s) {bad}; declared: {known}')
+            s.variants = subset
+        return self
+
+
+def load_ablation_config(path) -> AblationConfig:
+    """Read and validate an ablation config (YAML, `yaml.safe_load`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AblateError(f'{path}: no such ablation config')
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise AblateError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
+    if not isinstance(raw, dict):
+        raise AblateError(f'{path}: an ablation config is a mapping (teacher, seeds, settings, variants)')
+    known = sorted(f.name for f in fields(AblationConfig))
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise AblateError(f'{path}: unknown key(s) {sorted(unknown)}; known: {known}')
+    # Checked before typing, so that the message says what a seed list is rather than which item failed.
+    seeds = raw.get('seeds', [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                         for s in seeds):
+        raise AblateError(f'{path}: seeds: expected a non-empty list of non-negative integers, got {seeds!r}')
+    try:
+        config = build(AblationConfig, raw, '', noun='ablation config')
+    except RecipeError as e:
+        raise AblateError(f'{path}: {e}') from None
+    return config.validate(path)

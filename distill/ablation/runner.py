@@ -1,0 +1,102 @@
+"""Training the runs of an ablation (one `distill/train.py` subprocess each, resumable) and
+collecting each finished run's evaluation."""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import List, Optional
+
+from .evaluator import Evaluator
+from .plan import Run
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / 'train.py'
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    try:
+        summary = json.loads((run_dir / 'summary.json').read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get('epochs') == epochs and 'final' in summary and (run_dir / 'model.safetensors').is_file()
+
+
+def train(run: Run, threads: int) -> Optional[str]:
+    """Train one run in a subprocess (resuming a partial one); None on success, else the error."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    # resume=true continues from the newest checkpoint, or starts afresh when there is none.
+    cmd = [sys.executable, str(TRAIN_SCRIPT), run.recipe_path, *run.overrides, 'resume=true']
+    # One thread per job: on a shared CPU, torch's spinning OpenMP threads slow down many-fold.
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+    with open(run.dir / 'train.log', 'a') as log:
+        log.write('$ ' + ' '.join(shlex.quote(c) for c in cmd) + '\n')
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        lines = (run.dir / 'train.log').read_text().strip().splitlines()
+        errors = [line for line in lines if line.startswith('error:')]
+        return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
+    return None
+
+
+def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep_checkpoints: bool, say=print):
+    real = [r for r in runs if r.alias_of is None]
+    total = len(runs)
+    counter = iter(range(1, total + 1))
+    lock = threading.Lock()
+
+    def one(run: Run):
+        start = time.perf_counter()
+        epochs = run.recipe.train.epochs
+        if finished(run.dir, epochs):
+            status, error = 'skipped (finished)', None
+        else:
+            status, error = 'trained', train(run, threads)
+        if error is None and finished(run.dir, epochs):
+            if not keep_checkpoints:
+                shutil.rmtree(run.dir / 'checkpoints', ignore_errors=True)
+            try:
+                run.result = collect_result(run, evaluator)
+            except Exception as e:   # a bad student must not stop the other runs
+                error = f'evaluation failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}'
+        elif error is None:
+            error = 'trainer exited without a complete summary.json'
+        run.result.update(status='failed' if error else status, error=error or '')
+        wall = time.perf_counter() - start
+        with lock:
+            i = next(counter)
+            tail = (f'deploy top-1 {run.result["top1"]:.2f}' if run.result.get('eval') == 'deploy'
+                    else f'top-1 {run.result["top1"]:.2f} ({run.result["eval"]})') if not error else \
+                f'FAILED: {error} (log: {run.dir / "train.log"})'
+            # The table's "train s" is the trainer's own time (summary.json, every session of the
+            # run); the wall time adds process start-up, skipped work and evaluation.
+            train_s = run.result.get('train_s')
+            took = (f'{train_s:.0f}s of training, {wall:.0f}s in all' if train_s is not None and run.result['status'] == 'trained'
+                    else f'{wall:.0f}s')
+            say(f'[{i:>{len(str(total))}}/{total}] {run.label}: {run.result["status"]} ({took}), {tail}', flush=True)
+
+    if jobs == 1:
+        for run in real:
+            one(run)
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(one, real))
+    for run in runs:
+        if run.alias_of is not None:
+            run.result = {**run.alias_of.result, 'status': f'reused {run.alias_of.label}'}
+            i = next(counter)
+            say(f'[{i}/{total}] {run.label}: same recipe as {run.alias_of.label} (labels unused): reused', flush=True)
+
+
+def collect_result(run: Run, evaluator: Evaluator) -> dict:
+    summary = json.loads((run.dir / 'summary.json').read_text())
+    metrics = evaluator(run.dir)
+    return {**metrics, 'trainer_top1': summary['final'].get('val/top1'),
+            # The trainer's key was renamed; read either.
+            'train_s': summary.get('train_seconds', summary.get('train_seconds_this_session')),
+            'curve': [(h['epoch'], h['val/top1']) for h in summary['history'] if 'val/top1' in h]}
