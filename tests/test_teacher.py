@@ -251,3 +251,19 @@ def test_finite_guard_stops_every_process_together():
     guard.check(FakeAccelerator(2, others_bad=0.), epoch=0)
     with pytest.raises(NonFiniteLoss, match='on another process'):
         guard.check(FakeAccelerator(2, others_bad=1.), epoch=0)
+
+
+def test_teacher_targets_tool(capsys):
+    from tools import teacher_targets
+    teacher = poolformer()
+    x = torch.randn(2, 3, 64, 64)
+    rows, agreement = teacher_targets.target_errors(teacher, x, 'fp32')      # the fused path: exact
+    assert [r[0] for r in rows][:2] == ['logits', 'stages.0.blocks.0'] and len(rows) == 1 + 3 * 4
+    assert all(r[1] < 1e-5 and r[2] < 1e-5 for r in rows) and agreement == 100
+    rows, _ = teacher_targets.target_errors(teacher, x, 'bf16')
+    assert all(0 < r[2] < 0.05 for r in rows), rows                          # bf16: ~8 bits of mantissa
+    assert teacher_targets.main(['--arch', 'poolformer_mini', '--batch', '2', '--img-size', '32']) == 0
+    assert 'same argmax as fp32' in capsys.readouterr().out
+    assert teacher_targets.main(['--arch', 'poolformer_nope']) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: unknown teacher model 'poolformer_nope'; e.g. poolformer_s12, poolformer_mini"
