@@ -53,6 +53,21 @@ def test_fused_poolformer_is_exact_and_keeps_layout(arch, layout):
         assert f.is_contiguous(memory_format=LAYOUTS[layout])
 
 
+def test_fused_poolformer_in_bf16_matches_the_bf16_reference():
+    reference = poolformer('poolformer_s12').to(torch.bfloat16, memory_format=torch.channels_last)
+    fused = copy.deepcopy(reference)
+    models.fuse_poolformer(fused)
+    x = torch.randn(2, 3, 64, 64).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    calls = []
+    original = models.PoolFormerInferenceBlock._forward_fused
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models.PoolFormerInferenceBlock, '_forward_fused',
+                   lambda self, x: calls.append(1) or original(self, x))
+        want, got = reference(x), fused(x)
+    assert len(calls) == 12 and got.dtype == torch.bfloat16
+    assert relative_error(got, want) < 2e-2           # bf16 rounding (8 bits), differently ordered
+
+
 def test_fused_poolformer_records_the_reference_features():
     reference = poolformer()
     fused = copy.deepcopy(reference)
@@ -131,7 +146,7 @@ def test_auto_is_bf16_where_native(monkeypatch):
     fake_cpu(monkeypatch, SPR_FLAGS, 'AVX512')
     teacher = teacher_mod.prepare_teacher(poolformer(), 'cpu', 'auto')
     assert {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
-    assert not any(isinstance(m, models.PoolFormerInferenceBlock) for m in teacher.modules())
+    assert any(isinstance(m, models.PoolFormerInferenceBlock) for m in teacher.modules())
     assert teacher_mod.describe(teacher, 'cpu') == 'bf16 (native: amx_bf16,avx512_bf16)'
     with pytest.raises(ValueError, match='use one of fp32, bf16, auto'):
         teacher_mod.resolve_precision('fp16', 'cpu')
