@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch and torchvision go in first, pinned together: pip takes these from the machine's disk;
-# any other torch request downloads several GB (see DEVELOPERS.md).
+# any other torch request downloads several GB.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup demo test clean

@@ -1,6 +1,7 @@
 """Checkpoint layouts people already have, mapped onto timm's PoolFormer names.
 
-Three layouts exist in the wild (REFERENCE section 3):
+Three layouts exist in the wild (the key names of timm's PoolFormer, the sail-sg PoolFormer
+repository and mmpretrain's RIFormer):
 
 * ``timm``: `stem.conv`, `stages.{i}.downsample.conv`, `stages.{i}.blocks.{j}.*`, `head.norm`,
   `head.fc` -- timm PoolFormer and our RIFormer.

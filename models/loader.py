@@ -57,7 +57,7 @@ def load_model(source, *, deploy: bool = False, features_only: bool = False,
 
     Example:
         >>> model = load_model('runs/digits/imitation/model.safetensors')               # doctest: +SKIP
-        >>> feats = load_model('s12.deploy.safetensors', deploy=True, features_only=True,
+        >>> feats = load_model('riformer_s12.deploy.safetensors', deploy=True, features_only=True,
         ...                    out_indices=(1, 2, 3))                                # doctest: +SKIP
     """
     source = clean_source(source)
@@ -107,6 +107,6 @@ def load_deploy(path, features_only: bool = False, out_indices: Optional[Sequenc
         out_indices: the stages to return with `features_only` (default: all).
 
     Example:
-        >>> feats = load_deploy('s12.deploy.safetensors', features_only=True, out_indices=(1, 2, 3))  # doctest: +SKIP
+        >>> feats = load_deploy('riformer_s12.deploy.safetensors', features_only=True, out_indices=(1, 2, 3))  # doctest: +SKIP
     """
     return load_model(path, deploy=True, features_only=features_only, out_indices=out_indices)

@@ -212,7 +212,7 @@ class RIFormerStage(nn.Module):
 class RIFormer(nn.Module):
     """RIFormer (training, plain-deploy or deploy form).
 
-    `head_norm_first` picks where the final norm sits (see REFERENCE section 5):
+    `head_norm_first` picks where the final norm sits:
     False is timm's MetaFormer head (pool, then LayerNorm over channels); True is the original
     PoolFormer / mmpretrain head (GroupNorm(1) on the last map, then pool). Checkpoints trained
     with one must be evaluated with the same one; the loaders choose it from the layout.

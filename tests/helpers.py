@@ -41,7 +41,7 @@ def load_tool(name: str):
 
 def network_layout(model, prefix='', final_norm='norm', head='head', plain=False):
     """A state dict in the original PoolFormer layout (`network.{2i}.{j}`, `patch_embed.proj`),
-    written out by hand from the documented key names (REFERENCE section 3), independent of
+    written out by hand from the published key names (sail-sg PoolFormer), independent of
     models.layouts. mmpretrain's is the same under `backbone.`, with `norm{2(S-1)}`, `head.fc`."""
     out = {}
     for name, t in model.state_dict().items():

@@ -64,7 +64,7 @@ def test_mmpretrain_checkpoint_is_exact(mini, tmp_path, capsys):
     sd = ckpt['state_dict']
     deploy = models.load_deploy(mini)
 
-    # Key names and shapes as documented for mmpretrain's deploy RIFormer (REFERENCE section 3),
+    # Key names and shapes of mmpretrain's deploy RIFormer (`norm_reparam`, `backbone.` prefix),
     # written independently by tests/helpers.mmpretrain_layout from a plain-form model.
     plain = models.reparameterize(randomize(timm.create_model('riformer_mini', num_classes=7)), 'plain')
     documented = mmpretrain_layout(plain, plain=True)['state_dict']

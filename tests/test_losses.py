@@ -44,6 +44,24 @@ def test_soft_kd_numel_is_deits_normalisation(T):
     assert batchmean.item() == pytest.approx(4 * got.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize('normalize', ['batchmean', 'numel'])
+def test_criterion_soft_term_follows_the_recipes_normalize(normalize):
+    """distill.soft.normalize reaches the trainer's criterion (the paper recipes set numel)."""
+    from distill.config import DistillConfig, SoftTermConfig
+    from distill.criterion import DistillationCriterion
+    torch.manual_seed(0)
+    student, teacher = timm.create_model('riformer_mini').eval(), timm.create_model('poolformer_mini').eval()
+    cfg = DistillConfig(soft=SoftTermConfig(weight=1.0, temperature=2.0, normalize=normalize))
+    criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
+    x = torch.randn(2, 3, 32, 32)
+    logits = student(x)
+    _, terms = criterion(x, logits, torch.zeros(2, dtype=torch.long), epoch=0)
+    with torch.no_grad():
+        expected = SoftTargetKD(2.0, normalize)(logits, teacher(x))
+    assert terms['soft'].item() == pytest.approx(expected.item(), rel=1e-5)
+    criterion.remove_hooks()
+
+
 def test_hard_kd_is_ce_to_teacher_argmax():
     s = torch.tensor([[1.0, 2.0, 0.5]])
     t = torch.tensor([[0.0, 0.0, 9.0]])
