@@ -14,13 +14,10 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from models.errors import RecipeError
 
 TEACHER_PRECISIONS = ('fp32', 'bf16', 'auto')
 COMPILE_MODES = ('inductor', 'aot_eager', 'eager')
-
-
-class RecipeError(ValueError):
-    """A recipe or override that cannot be used; the message names the key and the fix."""
 
 
 @dataclass

@@ -39,7 +39,7 @@ from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from distill.teacher import compile_module, describe as describe_teacher, prepare_teacher, warm_up  # noqa: E402
-from models import CheckpointError  # noqa: E402
+from models.errors import RIFormerError  # noqa: E402
 
 
 def build_student(recipe, num_classes, teacher=None):
@@ -325,7 +325,7 @@ def main(argv=None):
             for problem in e.problems:
                 print(f'error: {problem}', file=sys.stderr)
         return 2
-    except (RecipeError, CheckpointError, NonFiniteLoss) as e:
+    except (RIFormerError, NonFiniteLoss) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -10,7 +10,7 @@ from . import riformer, teachers  # noqa: F401  (registers the timm entry points
 from .checkpoint import (
     Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_state_dict,
     read_tensors, save_model, write_safetensors)
-from .errors import CheckpointError
+from .errors import CheckpointError, HandoffError, RecipeError, RIFormerError, UsageError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
 from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer
@@ -19,7 +19,7 @@ from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .teachers import adapt_head, create_teacher, init_from_teacher
 
 __all__ = [
-    'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
+    'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'HandoffError', 'RecipeError', 'RIFormerError', 'UsageError', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
     'RIFormerBlock', 'fuse_poolformer',
     'adapt_head', 'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',

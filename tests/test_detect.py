@@ -101,7 +101,7 @@ def test_shipped_yaml_builds_with_deploy_weights(recipe, cls, s12_deploy, tmp_pa
 
 def test_yaml_channel_check_and_efficient_backbone_in_same_yaml(s12_deploy):
     cfg = handoff.load_cfg(RECIPES / 'yolov8-riformer_s12.yaml')
-    with pytest.raises(models.CheckpointError, match=r'row 1: Index declares 128 channels .* gives 80'):
+    with pytest.raises(models.HandoffError, match=r'row 1: Index declares 128 channels .* gives 80'):
         handoff.prepare_cfg(cfg, 'fasternet_t0')
     for row, channels in zip(cfg['backbone'][1:4], (80, 160, 320)):
         row[3][0] = channels

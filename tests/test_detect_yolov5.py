@@ -24,7 +24,7 @@ def test_yolov5_detection_model_with_deploy_backbone(tmp_path):
         for a, b in zip(reference(x), net.model[0](x)):
             assert models.relative_error(a, b) == 0
         assert net(x)[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 3 + 5)
-    with pytest.raises(models.CheckpointError, match='Index declares 128 channels, the backbone gives 80'):
+    with pytest.raises(models.HandoffError, match='Index declares 128 channels, the backbone gives 80'):
         build_detection_model(RECIPE, 'yolov5.models.yolo', backbone='fasternet_t0')
 
 
@@ -88,7 +88,7 @@ def test_yolov5_yaml_with_riformer_block_in_the_neck(tmp_path):
     with torch.no_grad():
         assert net(torch.randn(1, 3, 64, 64))[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 3 + 5)
     cfg['head'][-2][3] = [256]
-    with pytest.raises(models.CheckpointError, match=r'row 19: RIFormerBlock declares 256 channels but its input has 512'):
+    with pytest.raises(models.HandoffError, match=r'row 19: RIFormerBlock declares 256 channels but its input has 512'):
         build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path))
 
 

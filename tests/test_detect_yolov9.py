@@ -66,7 +66,7 @@ def test_yolov9_detection_model_with_deploy_backbone(s12_deploy, tmp_path):
 
 
 def test_yolov9_channel_check():
-    with pytest.raises(models.CheckpointError, match='Index declares 128 channels, the backbone gives 80'):
+    with pytest.raises(models.HandoffError, match='Index declares 128 channels, the backbone gives 80'):
         build_detection_model(RECIPE, 'yolo9.models.yolo', backbone='fasternet_t0')
 
 

@@ -269,7 +269,7 @@ def test_finite_guard_stops_every_process_together():
 
 
 def test_teacher_targets_tool(capsys):
-    from tools import teacher_targets
+    from distill.cli import teacher_targets
     teacher = poolformer()
     x = torch.randn(2, 3, 64, 64)
     rows, agreement = teacher_targets.target_errors(teacher, x, 'fp32')      # the fused path: exact

@@ -1,45 +1,12 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint on the validation split of a recipe's data.
 
-    python tools/evaluate.py CKPT --recipe recipes/digits/imitation.yaml [--compare OTHER] [--json OUT]
-
-CKPT: a deploy checkpoint (tools/reparam.py), a trainer student file (model.safetensors /
-best.safetensors, RIFormer or any timm model), or a teacher file. With --compare, also reports
-how often the two checkpoints predict the same class and their largest logit difference.
-"""
-import argparse
-import json
+The command lives in distill/cli/evaluate.py (installed as `riformer-evaluate`); `--help` shows its usage."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distill.config import RecipeError, load_recipe  # noqa: E402
-from distill.evaluation import evaluate_checkpoint  # noqa: E402
-from models import CheckpointError  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('checkpoint')
-    parser.add_argument('--recipe', required=True, help='recipe whose data section defines the validation set')
-    parser.add_argument('--compare', help='second checkpoint to compare predictions with')
-    parser.add_argument('--batch-size', type=int, default=256)
-    parser.add_argument('--json', help='also write the result as JSON here')
-    args = parser.parse_args(argv)
-    try:
-        result = evaluate_checkpoint(args.checkpoint, load_recipe(args.recipe), args.compare, args.batch_size)
-    except (CheckpointError, RecipeError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    line = f'{result["checkpoint"]}: top-1 {result["top1"]:.2f}  top-5 {result["top5"]:.2f}  ({result["images"]} images)'
-    if args.compare:
-        line += (f'\n  vs {result["compare"]}: top-1 {result["compare_top1"]:.2f}, same prediction on '
-                 f'{result["agreement"]:.2f}%, max logit difference {result["max_logit_diff"]:.2e}')
-    print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
+from distill.cli.evaluate import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

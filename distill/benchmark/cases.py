@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import models  # registers riformer_* and poolformer_mini with timm
+from models.errors import UsageError
 
 from .training import training_cases
 
@@ -27,7 +28,7 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 RIFORMER_SIZES = [name[len('riformer_'):] for name in models.ARCHS]     # s12 ... m48, mini
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UsageError):
     """Bad input: reported as one `error:` line and exit code 2."""
 
 

@@ -10,7 +10,7 @@ runs while building (stride computation), with the value to write.
 """
 import torch
 
-from ..errors import CheckpointError
+from ..errors import HandoffError
 from ..riformer import RIFormerBlock
 
 
@@ -37,7 +37,7 @@ class RIFormerNeckBlock(RIFormerBlock):
         if not torch.jit.is_tracing() and x.shape[1] != self.dim:   # tracing: shapes are fixed
             layer = getattr(self, 'i', None)    # the row index, set by the parsers
             where = f'row {layer}' if layer is not None else 'a row'
-            raise CheckpointError(
+            raise HandoffError(
                 f'{where}: RIFormerBlock declares {self.dim} channels but its input has {x.shape[1]} '
                 f'(detector parsers do not scale its argument by width_multiple): write '
                 f'[-1, 1, RIFormerBlock, [{x.shape[1]}]]')

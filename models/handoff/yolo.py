@@ -28,7 +28,7 @@ from typing import Optional
 
 import yaml
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, HandoffError
 from ..riformer import ARCHS
 from ..loader import clean_source
 from .backbone import DeployBackbone, backbone_names
@@ -49,18 +49,18 @@ register()
 def load_cfg(path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f'{path}: no such model YAML')
+        raise HandoffError(f'{path}: no such model YAML')
     if path.suffix not in ('.yaml', '.yml'):
         hint = f'; to fine-tune a trained detector pass --weights {path}' if path.suffix == '.pt' else ''
-        raise CheckpointError(f'{path}: a model YAML (.yaml) is needed here, got {path.suffix or "no suffix"}{hint}')
+        raise HandoffError(f'{path}: a model YAML (.yaml) is needed here, got {path.suffix or "no suffix"}{hint}')
     try:
         cfg = yaml.safe_load(path.read_text())
     except UnicodeDecodeError:
-        raise CheckpointError(f'{path}: not a text file; a model YAML (.yaml) is needed here') from None
+        raise HandoffError(f'{path}: not a text file; a model YAML (.yaml) is needed here') from None
     except yaml.YAMLError as e:
-        raise CheckpointError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
+        raise HandoffError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get('backbone'), list) or not isinstance(cfg.get('head'), list):
-        raise CheckpointError(f'{path}: not an ultralytics model YAML (needs backbone: and head: lists)')
+        raise HandoffError(f'{path}: not an ultralytics model YAML (needs backbone: and head: lists)')
     return cfg
 
 
@@ -116,12 +116,12 @@ def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Pa
         found = True
         args = list(row[3])
         if not args and backbone is None:
-            raise CheckpointError(f'row {i}: DeployBackbone needs a source (checkpoint path or name)')
+            raise HandoffError(f'row {i}: DeployBackbone needs a source (checkpoint path or name)')
         row[3] = _fresh_args(args, backbone, base_dir)
         module = DeployBackbone(*row[3])
         _check_index_rows(rows, i, module)
     if not found:
-        raise CheckpointError(f'the model YAML has no {MODULE_NAME} row')
+        raise HandoffError(f'the model YAML has no {MODULE_NAME} row')
     return cfg
 
 
@@ -142,12 +142,12 @@ def _check_index_rows(rows, index, module):
         if row[2] != 'Index' or source != index:
             continue
         if len(row[3]) != 2:
-            raise CheckpointError(f'row {j}: Index needs [channels, index], got {row[3]}')
+            raise HandoffError(f'row {j}: Index needs [channels, index], got {row[3]}')
         channels, which = row[3]
         if not -len(module.channels) <= which < len(module.channels):
-            raise CheckpointError(f'row {j}: Index {which} out of range; the backbone gives {len(module.channels)} maps')
+            raise HandoffError(f'row {j}: Index {which} out of range; the backbone gives {len(module.channels)} maps')
         if channels != module.channels[which]:
-            raise CheckpointError(
+            raise HandoffError(
                 f'row {j}: Index declares {channels} channels for output {which}, the backbone gives '
                 f'{module.channels[which]} (all: {module.channels}, strides {module.strides})')
 

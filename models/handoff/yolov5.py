@@ -38,7 +38,7 @@ from typing import Optional, Union
 import torch.nn as nn
 import yaml
 
-from ..errors import CheckpointError
+from ..errors import HandoffError
 from .backbone import DeployBackbone
 from .detector import detector_of, load_pickled
 from .register import register_in
@@ -60,7 +60,7 @@ def _load(cfg) -> dict:
         return copy.deepcopy(cfg)
     path = Path(cfg)
     if not path.is_file():
-        raise CheckpointError(f'{path}: no such model YAML')
+        raise HandoffError(f'{path}: no such model YAML')
     return yaml.safe_load(path.read_text())
 
 
@@ -69,14 +69,14 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
     try:
         yolo = importlib.import_module(yolo_module)
     except ImportError as e:
-        raise CheckpointError(f'cannot import {yolo_module} ({e}); install yolov5 / yolo9 or pass the checkout module') from None
+        raise HandoffError(f'cannot import {yolo_module} ({e}); install yolov5 / yolo9 or pass the checkout module') from None
     register_in(yolo)       # RIFormerBlock (and DeployBackbone) as names their parser evaluates
     cfg = _load(cfg)
     if nc is not None:
         cfg['nc'] = nc      # recorded, as their parser does: a rebuild from model.yaml makes the same head
     rows = cfg['backbone']
     if any(row[2] == 'DeployBackbone' for row in rows[1:] + cfg['head']):
-        raise CheckpointError('DeployBackbone must be the first backbone row')
+        raise HandoffError('DeployBackbone must be the first backbone row')
     if not rows or rows[0][2] != 'DeployBackbone':
         return yolo.DetectionModel(cfg, ch=3, nc=nc)     # their backbone: their parser alone
     args = list(rows[0][3])
@@ -89,20 +89,20 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
             break
         channels, index = row[3]
         if channels != module.channels[index]:
-            raise CheckpointError(
+            raise HandoffError(
                 f'row {j}: Index declares {channels} channels, the backbone gives {module.channels[index]}')
         picks.append(index)
     if not picks:
-        raise CheckpointError('DeployBackbone must be followed by [0, 1, Index, [channels, i]] rows')
+        raise HandoffError('DeployBackbone must be followed by [0, 1, Index, [channels, i]] rows')
     if cfg.get('width_multiple', 1.0) != 1.0:
-        raise CheckpointError('width_multiple must be 1.0 (stand-in widths would be rescaled); write head widths out')
+        raise HandoffError('width_multiple must be 1.0 (stand-in widths would be rescaled); write head widths out')
 
     # Stand-ins with the same channels and strides, chained so that each sees the previous one.
     stand_ins, stride = [[-1, 1, 'nn.Identity', []]], 1
     for index in picks:
         step = module.strides[index] // stride
         if step < 1 or module.strides[index] % stride:
-            raise CheckpointError('Index rows must follow increasing backbone strides')
+            raise HandoffError('Index rows must follow increasing backbone strides')
         stand_ins.append([-1, 1, 'Conv', [module.channels[index], step, step, 0]])   # k = s, no pad
         stride = module.strides[index]
     surrogate = copy.deepcopy(cfg)

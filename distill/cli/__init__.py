@@ -1,7 +1,12 @@
-"""Command-line helpers shared by the tools: an argument parser whose errors are one line."""
+"""The project's commands (`tools/*.py` run them; setup.cfg installs them as `riformer-*`) and
+the helpers they share: an argument parser whose errors are one line, argparse types, and
+`one_line_errors`, which turns the project's input errors into one line and exit code 2."""
 import argparse
+import functools
 import sys
 from typing import List
+
+from models.errors import RIFormerError
 
 
 class Parser(argparse.ArgumentParser):
@@ -9,6 +14,19 @@ class Parser(argparse.ArgumentParser):
         # One line and exit 2, like every tool of this project (argparse would add its usage).
         print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
+
+
+def one_line_errors(main):
+    """Decorate a command's `main(argv=None) -> int`: a `RIFormerError` (bad recipe, checkpoint,
+    model YAML or argument) prints `error: MESSAGE` on stderr and returns 2."""
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except RIFormerError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
+    return wrapper
 
 
 def int_list(text: str) -> List[int]:

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Inference throughput and latency of RIFormer's forms next to PoolFormer and other backbones.
+
+    python tools/benchmark.py --archs s12,s24 --batch-sizes 16 --img-size 224 --reps 9
+    python tools/benchmark.py --archs s12,efficientvit_m0,fasternet_t0 --channels-last
+    python tools/benchmark.py --smoke --markdown bench.md --csv bench.csv
+
+All rows are timed in one process, interleaved, as median and IQR over repetitions; the cases,
+timer and report live in `distill/benchmark/` (its docstring says how to add rows).
+"""
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from distill import benchmark
+from distill.benchmark import BenchmarkError, Settings
+from distill.cli import Parser, int_list, positive_int
+
+
+def build_parser() -> Parser:
+    p = Parser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--archs', default=None,
+                   help='comma-separated: s12,s24,... (RIFormer vs PoolFormer inference rows), '
+                        'train_s12,train_mini,... (a plain vs a module-imitation training step), '
+                        'efficientvit_m0, fasternet_t0, wildcards or family names (default s12; mini with --smoke)')
+    p.add_argument('--forms', default=None,
+                   help='only these forms, e.g. timm,plain,deploy (default: all)')
+    p.add_argument('--batch-sizes', '-b', type=int_list, default=None, help='comma-separated (default 16)')
+    p.add_argument('--img-size', '--res', type=positive_int, default=None, help='resolution (default 224)')
+    p.add_argument('--threads', type=positive_int, default=None,
+                   help='torch / ONNX Runtime intra-op threads (default: torch default)')
+    p.add_argument('--channels-last', action='store_true', help='models and inputs in channels_last')
+    p.add_argument('--compile', action='store_true', help='torch.compile every torch row (warm-up compiles)')
+    p.add_argument('--teacher-precision', default='auto', choices=['fp32', 'bf16', 'auto'],
+                   help="training rows: the 'imitation-step' teacher (default auto: bf16 where native)")
+    p.add_argument('--train-layout', default='channels_last', choices=['channels_last', 'nchw'],
+                   help="training rows: student and teacher layout (default channels_last, as the trainer)")
+    p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    p.add_argument('--dtype', default='fp32', choices=list(benchmark.DTYPES), help='fp32 (default), bf16 or fp16')
+    p.add_argument('--reps', type=positive_int, default=None, help='timed repetitions per row (default 7)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed calls per row first (default 2)')
+    p.add_argument('--min-time', type=float, default=None,
+                   help='seconds one measurement lasts at least (default 0.2; 0 = one call)')
+    p.add_argument('--smoke', action='store_true',
+                   help='tiny run for tests: mini models, batch 2, 32px, 1 repetition, 1 warm-up')
+    p.add_argument('--markdown', type=Path, help='also write the table as markdown here')
+    p.add_argument('--csv', type=Path, help='also write all numbers as CSV here')
+    return p
+
+
+def settings_from_args(args) -> Settings:
+    return Settings(img_size=args.img_size or (32 if args.smoke else 224), device=args.device, dtype=args.dtype,
+                    channels_last=args.channels_last, compile=args.compile,
+                    teacher_precision=args.teacher_precision, train_layout=args.train_layout,
+                    threads=args.threads or torch.get_num_threads(),
+                    num_classes=10 if args.smoke else 1000).check()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        cases = benchmark.select_forms(benchmark.resolve_archs(args.archs or ('mini' if args.smoke else 's12')),
+                                       args.forms)
+        if args.warmup is not None and args.warmup < 0:
+            raise BenchmarkError('--warmup must be >= 0')
+        if args.min_time is not None and args.min_time < 0:
+            raise BenchmarkError('--min-time must be >= 0')
+        batch_sizes = args.batch_sizes or ([2] if args.smoke else [16])
+        reps = args.reps or (1 if args.smoke else 7)
+        warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 2)
+        min_time = args.min_time if args.min_time is not None else (0. if args.smoke else 0.2)
+        for path in (args.markdown, args.csv):
+            if path is not None and not path.parent.is_dir():
+                raise BenchmarkError(f'{path}: folder {path.parent} does not exist')
+    except BenchmarkError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+    torch.set_num_threads(settings.threads)
+    env = benchmark.environment(settings)
+    command = 'python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    print('machine: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
+    env['load at start'] = benchmark.load_average()
+    print(f'load average at start: {env["load at start"]}')
+    if os.cpu_count() and os.getloadavg()[0] > 0.5 * os.cpu_count():
+        print('warning: the machine is busy; absolute numbers will be low (the interleaving keeps ratios fairer)')
+    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time)
+    env['load at end'] = benchmark.load_average()
+    print()
+    print(benchmark.format_table(rows))
+    breakdown = benchmark.format_breakdown(rows)
+    if breakdown:
+        print('\ntraining step by phase, median (IQR) ms:\n' + breakdown)
+    print(f'\nload average at end: {env["load at end"]}')
+    if args.markdown:
+        args.markdown.write_text(benchmark.format_markdown(rows, env, command))
+        print(f'markdown -> {args.markdown}')
+    if args.csv:
+        benchmark.write_csv(args.csv, rows, settings)
+        print(f'csv -> {args.csv}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
