@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .metrics import agreement_hits, topk_stats
+from .train_state import TrainState
 from .teacher import run_teacher
 
 
@@ -16,7 +17,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
-                    state: dict, cfg, log_every: int) -> Dict[str, float]:
+                    state: TrainState, cfg, log_every: int) -> Dict[str, float]:
     """One epoch. Nothing here waits for the device per step: running sums, top-k counts and the
     finite-loss check stay on the device and are read at logging intervals and at the end."""
     student.train()
@@ -37,15 +38,15 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
             with accelerator.autocast():
                 logits = student(images)
                 loss, terms = criterion(images, logits, targets, epoch)
-            guard.observe(loss, terms, state['num_updates'])
+            guard.observe(loss, terms, state.num_updates)
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.optim.clip_grad:
                 accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
-            state['num_updates'] += 1
-            scheduler.step_update(state['num_updates'])
+            state.num_updates += 1
+            scheduler.step_update(state.num_updates)
 
         # Running sums stay tensors: converting to Python numbers here would sync every step.
         for name, value in [('total', loss), *terms.items()]:
@@ -53,11 +54,11 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         count += 1
         seen += images.shape[0]
         stats += topk_stats(logits.detach(), labels)
-        if accelerator.sync_gradients and state['num_updates'] % log_every == 0:
+        if accelerator.sync_gradients and state.num_updates % log_every == 0:
             guard.check(accelerator, epoch)          # every process reaches this at the same update
             logged = mean_over_processes(accelerator, {'total': loss, **terms})
             accelerator.log({f'loss/{k}': v for k, v in logged.items()}
-                            | {'lr': optimizer.param_groups[0]['lr']}, step=state['num_updates'])
+                            | {'lr': optimizer.param_groups[0]['lr']}, step=state.num_updates)
             progress.report(logged['total'], optimizer.param_groups[0]['lr'])
     guard.check(accelerator, epoch)                  # before anything of this epoch is saved
 

@@ -6,7 +6,7 @@ from typing import List
 
 import timm
 
-from .checkpointing import guard_output_dir
+from .train_state import guard_output_dir
 from .config import Recipe, RecipeError
 from .data import data_path_problems
 

@@ -28,8 +28,8 @@ from timm.scheduler import CosineLRScheduler  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import models  # noqa: E402
-from distill.checkpointing import (  # noqa: E402
-    latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
+from distill.train_state import (  # noqa: E402
+    TrainState, latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
@@ -43,33 +43,16 @@ from models.errors import RIFormerError  # noqa: E402
 
 
 def build_student(recipe, num_classes, teacher=None):
+    """The recipe's student (`models.create_student`), with recipe-worded errors."""
     cfg = recipe.student
     if cfg.arch not in timm.list_models():
         raise RecipeError(f'student.arch {cfg.arch!r} is not a timm model; e.g. riformer_s12, riformer_mini')
-    student = timm.create_model(cfg.arch, num_classes=num_classes, drop_path_rate=cfg.drop_path)
-    if cfg.init_from_teacher:
-        # The teacher's own file; a teacher with timm's pretrained weights hands over its state dict.
-        models.init_from_teacher(student, recipe.teacher.checkpoint or teacher.state_dict())
-    if cfg.mixer == 'identity':
-        if not isinstance(student, models.RIFormer):
-            raise RecipeError(f'student.mixer=identity needs a RIFormer student, not {cfg.arch}')
-        fix_identity_mixer(student)
-    if cfg.pretrained_checkpoint:
-        sd, head_norm_first = models.read_state_dict(cfg.pretrained_checkpoint)
-        sd = models.adapt_head(student, head_norm_first, sd, f'student checkpoint {cfg.pretrained_checkpoint}')
-        models.load_checked(student, sd, what=f'student checkpoint {cfg.pretrained_checkpoint}')
-    return student
-
-
-@torch.no_grad()
-def fix_identity_mixer(student):
-    # affine(y) - y with s = 2, t = 0 is exactly y: an identity mixer in RIFormer's own
-    # parameterisation, so the student saves, reparameterizes and deploys like any other.
-    for block in student.modules():
-        if isinstance(block, models.RIFormerBlock):
-            block.token_mixer.affine.weight.fill_(2.)
-            block.token_mixer.affine.bias.zero_()
-            block.token_mixer.requires_grad_(False)
+    if cfg.mixer == 'identity' and cfg.arch not in models.ARCHS:      # ARCHS: every RIFormer name
+        raise RecipeError(f'student.mixer=identity needs a RIFormer student, not {cfg.arch}')
+    # The teacher's own file; a teacher with timm's pretrained weights hands over its state dict.
+    teacher_weights = (recipe.teacher.checkpoint or teacher.state_dict()) if cfg.init_from_teacher else None
+    return models.create_student(cfg.arch, num_classes, cfg.drop_path, cfg.mixer, teacher_weights,
+                                 cfg.pretrained_checkpoint)
 
 
 def build_teachers(recipe, num_classes):
@@ -126,13 +109,13 @@ def lr_at(update: int, lr: float, optim_cfg, epochs: int, epoch_updates: int) ->
     return optimizer.param_groups[0]['lr']
 
 
-def describe_resume(changes, state, lr, optim_cfg, epoch_updates) -> List[str]:
+def describe_resume(changes, state: TrainState, lr, optim_cfg, epoch_updates) -> List[str]:
     """What a resume with a changed recipe does, one line per changed key."""
     lines = []
     for key, (old, new) in changes.items():
         line = f'resume: {key} {old} -> {new}'
         if key == 'train.epochs':
-            n = state['num_updates']
+            n = state.num_updates
             line += (f': the cosine schedule is rebuilt to end at update {new * epoch_updates} instead of '
                      f'{old * epoch_updates}; training continues at update {n} with lr '
                      f'{lr_at(n, lr, optim_cfg, new, epoch_updates):.2e} (the old schedule was at '
@@ -226,14 +209,14 @@ def run(recipe, check_only=False):
     # differ across processes. A resumed run restores each process's own RNG state below.
     set_seed(cfg.seed, device_specific=True)
 
-    state = {'epoch': 0, 'num_updates': 0, 'best_top1': -1.0, 'train_seconds': 0.0, 'history': []}
+    state = TrainState()
     resume_from = latest_checkpoint(out) if recipe.resume else None
     if recipe.resume and resume_from is None:
         say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
-        scheduler.step_update(state['num_updates'])
-        say(f'resumed from {resume_from} at epoch {state["epoch"]}')
+        scheduler.step_update(state.num_updates)
+        say(f'resumed from {resume_from} at epoch {state.epoch}')
         changes = resumed_changes(out, recipe_dict)
         for line in describe_resume(changes, state, lr, recipe.optim, epoch_updates):
             say(line)
@@ -242,7 +225,7 @@ def run(recipe, check_only=False):
     elif accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
-    if state['epoch'] < cfg.epochs:      # a finished run resumed with nothing to do logs nothing
+    if state.epoch < cfg.epochs:      # a finished run resumed with nothing to do logs nothing
         accelerator.init_trackers('tb')     # (no empty events file in its TensorBoard run)
     if resume_from is None and accelerator.is_main_process:
         write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
@@ -257,16 +240,16 @@ def run(recipe, check_only=False):
     start = time.perf_counter()
     last_ckpt = resume_from
     # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
-    metrics = {k: v for k, v in state['history'][-1].items() if k != 'epoch'} if state['history'] else {}
-    for epoch in range(state['epoch'], cfg.epochs):
+    metrics = {k: v for k, v in state.history[-1].items() if k != 'epoch'} if state.history else {}
+    for epoch in range(state.epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
         # restarts at 0 in a resumed process: set it through the loader.
         train_loader.set_epoch(epoch)
-        accelerator.log(term_weights(recipe.distill, epoch), step=state['num_updates'])
+        accelerator.log(term_weights(recipe.distill, epoch), step=state.num_updates)
         if participation is not None:
             frozen = participation.apply(epoch)
-            if frozen and (epoch == state['epoch'] or participation.unused(epoch - 1) != frozen):
+            if frozen and (epoch == state.epoch or participation.unused(epoch - 1) != frozen):
                 say(f'epoch {epoch + 1}: the active terms {criterion.active_terms(epoch)} reach no gradient to '
                     f'{len(frozen)} parameter tensors (e.g. {sorted(frozen)[0]}): frozen while they are inactive')
         try:
@@ -275,19 +258,19 @@ def run(recipe, check_only=False):
         except NonFiniteLoss as e:
             where = f'last good checkpoint: {last_ckpt}' if last_ckpt else 'no checkpoint was written'
             raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
-        state['epoch'] = epoch + 1
+        state.epoch = epoch + 1
         metrics = dict(train_metrics)
         last_epoch = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             metrics.update(evaluate(accelerator, student, val_loader, logit_teacher or teacher))
             criterion.clear_records()
-            if metrics['val/top1'] > state['best_top1']:
-                state['best_top1'] = metrics['val/top1']
+            if metrics['val/top1'] > state.best_top1:
+                state.best_top1 = metrics['val/top1']
                 if accelerator.is_main_process:
                     save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
-        state['train_seconds'] += time.perf_counter() - epoch_start
-        state['history'].append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
-        accelerator.log(metrics | term_weights(recipe.distill, epoch), step=state['num_updates'])
+        state.train_seconds += time.perf_counter() - epoch_start
+        state.history.append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
+        accelerator.log(metrics | term_weights(recipe.distill, epoch), step=state.num_updates)
         say(epoch_line(epoch, cfg.epochs, metrics, criterion.active_terms(epoch)))
         if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
             last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints)
@@ -297,9 +280,9 @@ def run(recipe, check_only=False):
         final = accelerator.unwrap_model(student)
         save_student(out / 'model.safetensors', final, recipe, metrics)
         summary = {
-            'arch': recipe.student.arch, 'epochs': state['epoch'], 'num_updates': state['num_updates'],
-            'final': metrics, 'best_top1': state['best_top1'], 'history': state['history'],
-            'train_seconds': round(state['train_seconds'], 2),     # all sessions of the run
+            'arch': recipe.student.arch, 'epochs': state.epoch, 'num_updates': state.num_updates,
+            'final': metrics, 'best_top1': state.best_top1, 'history': state.history,
+            'train_seconds': round(state.train_seconds, 2),     # all sessions of the run
             'session_seconds': round(time.perf_counter() - start, 2),
             'processes': accelerator.num_processes,
         }

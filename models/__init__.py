@@ -7,21 +7,22 @@
     models.reparam_checkpoint('model.safetensors')           # file to checked deploy file
 """
 from . import riformer, teachers  # noqa: F401  (registers the timm entry points)
-from .checkpoint import (
+from .checkpoint_io import (
     Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_state_dict,
     read_tensors, save_model, write_safetensors)
 from .errors import CheckpointError, HandoffError, RecipeError, RIFormerError, UsageError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
 from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer
-from .reparam import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
+from .fold import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
+from .student import create_student, fix_identity_mixer
 from .teachers import adapt_head, create_teacher, init_from_teacher
 
 __all__ = [
     'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'HandoffError', 'RecipeError', 'RIFormerError', 'UsageError', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
     'RIFormerBlock', 'fuse_poolformer',
-    'adapt_head', 'build_model', 'compare_forms', 'create_teacher', 'init_from_teacher', 'load_checked',
+    'adapt_head', 'build_model', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
     'relative_error', 'reparam_checkpoint', 'reparameterize',
     'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',

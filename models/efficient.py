@@ -120,7 +120,7 @@ def _num_classes(model: nn.Module) -> int:
 
 def save_efficient_deploy(path, name: str, model: nn.Module, extra: Optional[dict] = None):
     """Write a deploy model of `name` with the metadata `load_efficient_deploy` rebuilds it from."""
-    from .checkpoint import write_safetensors
+    from .checkpoint_io import write_safetensors
     _check_no_batchnorm(model, name)
     config = {'arch': name, 'num_classes': _num_classes(model)}
     metadata = {'format': FORMAT, 'arch': name, 'form': 'deploy', 'config': json.dumps(config), **(extra or {})}
@@ -130,7 +130,7 @@ def save_efficient_deploy(path, name: str, model: nn.Module, extra: Optional[dic
 def load_efficient_deploy(path, metadata: dict, tensors: dict, features_only=False,
                           out_indices: Optional[Sequence[int]] = None) -> nn.Module:
     """Rebuild a deploy file written by `save_efficient_deploy` (tensors/metadata already read)."""
-    from .checkpoint import load_checked
+    from .checkpoint_io import load_checked
     config = json.loads(metadata.get('config', '{}'))
     name = config.get('arch', metadata.get('arch'))
     _check_name(name)

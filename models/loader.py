@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch.nn as nn
 
-from .checkpoint import build_model, load_checked, read_checkpoint, read_metadata, read_tensors
+from .checkpoint_io import build_model, load_checked, read_checkpoint, read_metadata, read_tensors
 from .efficient import EFFICIENT_NAMES, FORMAT as EFFICIENT_FORMAT, as_features, create_deploy, load_efficient_deploy
 from .errors import CheckpointError
 from .riformer import ARCHS

@@ -9,7 +9,7 @@ from timm.layers import GroupNorm1, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.metaformer import MetaFormer, checkpoint_filter_fn as timm_metaformer_filter
 
-from .checkpoint import load_checked, read_state_dict
+from .checkpoint_io import load_checked, read_state_dict
 from .errors import CheckpointError
 from .layouts import to_timm_names
 from .pretrained import weights_source

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..checkpoint import ModelConfig, read_checkpoint, read_metadata
+from ..checkpoint_io import ModelConfig, read_checkpoint, read_metadata
 from ..efficient import EFFICIENT_NAMES, FORMAT as EFFICIENT_FORMAT, as_features
 from ..errors import CheckpointError
 from ..loader import clean_source, load_model

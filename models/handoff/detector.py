@@ -130,7 +130,7 @@ def _tensors(out, prefix='out'):
 def compare_detectors(reference: nn.Module, candidate: nn.Module, x: torch.Tensor) -> dict:
     """Relative error (max |a - b| / max |a|) of every output tensor of `candidate` against
     `reference` on `x`, in eval mode: the decoded predictions and the head's raw maps."""
-    from ..reparam import relative_error
+    from ..fold import relative_error
     ref, cand = _tensors(reference.eval()(x)), _tensors(candidate.eval()(x))
     if ref.keys() != cand.keys():
         raise CheckpointError(f'outputs differ in structure: {sorted(ref)} vs {sorted(cand)}')
@@ -190,7 +190,7 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
     tensor, and write `out` (default SRC.deploy.pt) as a checkpoint the detector's own tools load.
     The optimizer state is not carried over (it belongs to the training-form parameters)."""
     import copy
-    from ..reparam import reparameterize
+    from ..fold import reparameterize
     from ..riformer import RIFormerBlock
     src = Path(src)
     ckpt = load_pickled(src)

@@ -20,7 +20,7 @@ from typing import Dict
 
 import torch
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint_io import read_checkpoint
 from ..errors import CheckpointError
 
 

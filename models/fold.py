@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .checkpoint import build_model, read_checkpoint, save_model
+from .checkpoint_io import build_model, read_checkpoint, save_model
 from .errors import CheckpointError
 from .riformer import RIFormerBlock
 

@@ -1,4 +1,5 @@
-"""Run directories: the recipe guard, atomic accelerator checkpoints, resume, student files.
+"""A run's state and its directory: the typed train state, the recipe guard, atomic
+accelerator checkpoints, resume, RNG states.
 
 Layout of an output_dir:
 
@@ -12,18 +13,40 @@ Layout of an output_dir:
 A checkpoint is written to a hidden temporary directory and renamed into place only when
 complete, so a crash or kill never leaves a broken `latest`.
 """
+import dataclasses
 import json
 import os
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import yaml
 
 from .config import RecipeError, flat_keys
+
+
+
+@dataclass
+class TrainState:
+    """What the trainer carries from epoch to epoch and saves with each checkpoint
+    (`train_state.json`); everything else of a run is the recipe or accelerate's state."""
+    epoch: int = 0                  # epochs completed
+    num_updates: int = 0            # optimizer updates completed (the scheduler's position)
+    best_top1: float = -1.0         # best val/top1 so far (best.safetensors holds that student)
+    train_seconds: float = 0.0      # training time over all sessions of the run
+    history: List[Dict[str, float]] = field(default_factory=list)   # one row of metrics per epoch
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> 'TrainState':
+        return cls(**json.loads(text))
+
 
 # Recipe keys that may change when a run is resumed.
 RESUMABLE_CHANGES = {'resume', 'train.epochs', 'train.progress'}
@@ -66,7 +89,7 @@ def write_text_atomic(path: Path, text: str):
     os.replace(tmp, path)
 
 
-def save_checkpoint(accelerator, out: Path, epoch: int, train_state: dict, keep: int) -> Path:
+def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState, keep: int) -> Path:
     """Accelerate state of all processes + our train state, published atomically."""
     root = out / 'checkpoints'
     name = f'epoch_{epoch:04d}'
@@ -79,7 +102,7 @@ def save_checkpoint(accelerator, out: Path, epoch: int, train_state: dict, keep:
     write_text_atomic(tmp / f'rng_{accelerator.process_index}.json', json.dumps(rng_state()))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_text_atomic(tmp / 'train_state.json', json.dumps(train_state))
+        write_text_atomic(tmp / 'train_state.json', train_state.to_json())
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         write_text_atomic(root / 'latest', name)
@@ -100,14 +123,14 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
     return complete[-1] if complete else None
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
+def load_checkpoint(accelerator, path: Path) -> TrainState:
     accelerator.load_state(str(path))
     rng = path / f'rng_{accelerator.process_index}.json'
     if not rng.exists():
         raise RecipeError(f'{path}: no {rng.name}; it was written by another number of processes '
                           f'than this run has ({accelerator.num_processes})')
     set_rng_state(json.loads(rng.read_text()))
-    return json.loads((path / 'train_state.json').read_text())
+    return TrainState.from_json((path / 'train_state.json').read_text())
 
 
 # accelerate's own RNG files are pickles that it reloads with weights_only=True, which fails
