@@ -16,6 +16,8 @@ import yaml
 
 from models.errors import RecipeError
 
+from .terms import TERMS, SoftTermConfig, TermConfig, configured  # noqa: F401  (TermConfig: re-exported)
+
 TEACHER_PRECISIONS = ('fp32', 'bf16', 'auto')
 COMPILE_MODES = ('inductor', 'aot_eager', 'eager')
 
@@ -99,38 +101,24 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
-@dataclass
-class TermConfig:
-    """One loss term: weight and active epoch window [start, end) (end None = to the end)."""
-    weight: float = 0.0
-    start: int = 0
-    end: Optional[int] = None
-
-    def active(self, epoch: int) -> bool:
-        return self.weight != 0 and epoch >= self.start and (self.end is None or epoch < self.end)
-
-
-@dataclass
-class SoftTermConfig(TermConfig):
-    temperature: float = 1.0
-    # The summed KL divided by N (batchmean) or by N x classes (numel: DeiT's soft distillation,
-    # which the paper follows; its lambdas are balanced against that size).
-    normalize: str = 'batchmean'
+def _distill_config():
+    # One field per registered loss term (distill/terms.py), then the settings shared by them.
+    fields = [(t.name, t.config, field(default_factory=t.config)) for t in TERMS.values()]
+    fields += [('blocks', Optional[List[str]], field(default=None)),
+               ('feature_reduction', str, field(default='mean'))]
+    cls = dataclasses.make_dataclass('DistillConfig', fields)
+    cls.__module__ = __name__
+    return cls
 
 
-@dataclass
-class DistillConfig:
-    ce: TermConfig = field(default_factory=TermConfig)            # cross-entropy with labels
-    soft: SoftTermConfig = field(default_factory=SoftTermConfig)  # KL(teacher_T || student_T) T^2
-    hard: TermConfig = field(default_factory=TermConfig)          # CE to the teacher's argmax
-    l_in: TermConfig = field(default_factory=TermConfig)          # MSE of norm1 outputs (mixer inputs)
-    l_in_hidden: TermConfig = field(default_factory=TermConfig)   # L'_in: MSE of block outputs
-    l_out: TermConfig = field(default_factory=TermConfig)         # MSE of token-mixer outputs
-    l_rel: TermConfig = field(default_factory=TermConfig)         # MSE of token relation matrices
-    blocks: Optional[List[str]] = None      # imitated blocks; None = last block of each stage
-    # mean: 1/NCHW per block. batch_sum: that mean x the GLOBAL batch (per-process batch x
-    # processes x grad_accum), the paper's "lambda x batch size". Both average over blocks.
-    feature_reduction: str = 'mean'
+DistillConfig = _distill_config()
+DistillConfig.__doc__ = f"""The `distill:` section: one `TermConfig` per term of `distill.terms.TERMS`
+({', '.join(TERMS)}), and
+
+    blocks: the imitated blocks by module name; None = the last block of each stage.
+    feature_reduction: mean: 1/NCHW per block. batch_sum: that mean x the GLOBAL batch
+        (per-process batch x processes x grad_accum), the paper's "lambda x batch size".
+        Both average over blocks."""
 
 
 @dataclass
@@ -167,11 +155,11 @@ class Recipe:
     def validate(self):
         """Cross-field checks that a type system cannot express."""
         d, data = self.distill, self.data
-        needs_teacher = [n for n in ('soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')
-                         if getattr(d, n).weight != 0]
+        terms = configured(d)
+        needs_teacher = [n for n in terms if TERMS[n].needs_teacher]
         if needs_teacher and self.teacher is None and self.logit_teacher is None:
             raise RecipeError(f'distill terms {needs_teacher} need a teacher: set teacher.arch and teacher.checkpoint')
-        feature_terms = [n for n in ('l_in', 'l_in_hidden', 'l_out', 'l_rel') if getattr(d, n).weight != 0]
+        feature_terms = [n for n in terms if TERMS[n].kind == 'feature']
         if feature_terms and self.teacher is None:
             raise RecipeError(f'feature terms {feature_terms} need the module-imitation teacher (teacher.*)')
         if self.student.init_from_teacher and self.teacher is None:
@@ -181,13 +169,15 @@ class Recipe:
             if t is not None and not t.checkpoint and not t.pretrained:
                 raise RecipeError(f'{key} has no weights: set {key}.checkpoint=PATH (a local file) or '
                                   f'{key}.pretrained=true (timm\'s weights, e.g. {key}.arch=poolformer_s12.sail_in1k)')
-        if not any(getattr(d, n).weight != 0 for n in ('ce', 'soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')):
+        if not terms:
             raise RecipeError('every loss weight is 0: set distill.ce.weight or a distillation term')
         if self.student.mixer not in ('affine', 'identity'):
             raise RecipeError(f'student.mixer {self.student.mixer!r}: use affine or identity')
-        if self.student.mixer == 'identity' and (d.l_out.weight != 0 or d.l_in.weight != 0):
-            raise RecipeError('student.mixer=identity has no mixer of its own to imitate: set distill.l_out.weight '
-                              'and distill.l_in.weight to 0 (its mixer output is its norm1 output)')
+        mixer_terms = [n for n in TERMS if TERMS[n].needs_mixer]
+        if self.student.mixer == 'identity' and any(n in terms for n in mixer_terms):
+            raise RecipeError('student.mixer=identity has no mixer of its own to imitate: set '
+                              + ' and '.join(f'distill.{n}.weight' for n in mixer_terms)
+                              + ' to 0 (its mixer output is its norm1 output)')
         if data.source not in EMBEDDED_SOURCES + ('folder', 'hf_disk', 'hf_name'):
             raise RecipeError(f'data.source {data.source!r}: use digits, clutter_digits, folder, hf_disk or hf_name')
         if data.source == 'clutter_digits':

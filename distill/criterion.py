@@ -2,7 +2,8 @@
 
 Like DeiT's DistillationLoss, it runs the (frozen) teachers itself: the training step only
 runs the student and hands over its logits. Features come from recorders declared by module
-name; the student's hooks fire during the student's own forward.
+name; the student's hooks fire during the student's own forward. The terms, their losses and
+what they record come from the registry (distill/terms.py).
 """
 from typing import Dict, List, Optional, Tuple
 
@@ -10,20 +11,17 @@ import torch
 import torch.nn as nn
 
 from .config import DistillConfig
-from .losses import FeatureMSE, HardTargetKD, LabelCE, RelationMSE, SoftTargetKD
 from .recorders import FeatureRecorder
 from .teacher import run_teacher
-
-LOGIT_TERMS = ('soft', 'hard')
-# Feature terms and the submodule (relative to an imitated block) whose output they compare.
-FEATURE_TERMS = {'l_in': '.norm1', 'l_in_hidden': '', 'l_out': '.token_mixer', 'l_rel': ''}
-TERMS = ('ce',) + LOGIT_TERMS + tuple(FEATURE_TERMS)
+from .terms import TERMS, LossContext, feature_modules, recorded_modules
 
 
 class DistillationCriterion(nn.Module):
     def __init__(self, cfg: DistillConfig, student: nn.Module, teacher: Optional[nn.Module],
                  logit_teacher: Optional[nn.Module], blocks: List[str], label_smoothing: float = 0.,
-                 global_batch: int = 1):
+                 global_batch: int = 1, feature_names: Optional[Dict[str, List[str]]] = None):
+        """`blocks`: the imitated blocks; `feature_names`: `terms.feature_modules(cfg, blocks)`
+        when the caller has it already (the trainer checks those modules on both models first)."""
         super().__init__()
         self.cfg = cfg
         # 'lambda x batch size' (feature_reduction batch_sum): the global batch, not the
@@ -31,18 +29,10 @@ class DistillationCriterion(nn.Module):
         self.feature_scale = float(global_batch) if cfg.feature_reduction == 'batch_sum' else 1.0
         self.teacher = teacher
         self.logit_teacher = logit_teacher if logit_teacher is not None else teacher
-        self.losses = nn.ModuleDict({
-            'ce': LabelCE(label_smoothing),
-            'soft': SoftTargetKD(cfg.soft.temperature, cfg.soft.normalize),
-            'hard': HardTargetKD(),
-            'l_in': FeatureMSE(self.feature_scale),
-            'l_in_hidden': FeatureMSE(self.feature_scale),
-            'l_out': FeatureMSE(self.feature_scale),
-            'l_rel': RelationMSE(self.feature_scale),
-        })
-        used = [t for t in FEATURE_TERMS if getattr(cfg, t).weight != 0]
-        self.feature_names = {t: [b + FEATURE_TERMS[t] for b in blocks] for t in used}
-        names = sorted({n for ns in self.feature_names.values() for n in ns})
+        context = LossContext(label_smoothing, self.feature_scale)
+        self.losses = nn.ModuleDict({name: term.build(getattr(cfg, name), context) for name, term in TERMS.items()})
+        self.feature_names = feature_names if feature_names is not None else feature_modules(cfg, blocks)
+        names = self.recorded_names = recorded_modules(self.feature_names)
         self.student_rec = FeatureRecorder(student, names, 'student') if names else None
         self.teacher_rec = FeatureRecorder(teacher, names, 'teacher') if names else None
 
@@ -52,7 +42,7 @@ class DistillationCriterion(nn.Module):
     def forward(self, images, student_logits, targets, epoch: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         active = self.active_terms(epoch)
         teacher_logits = None
-        if any(t in active for t in LOGIT_TERMS + tuple(FEATURE_TERMS)):
+        if any(TERMS[t].needs_teacher for t in active):
             with torch.inference_mode():
                 teacher_logits = run_teacher(self.teacher, images) if self.teacher is not None else None
                 if self.logit_teacher is not self.teacher:
@@ -62,9 +52,10 @@ class DistillationCriterion(nn.Module):
 
         terms = {}
         for name in active:
-            if name == 'ce':
-                value = self.losses['ce'](student_logits, targets)
-            elif name in LOGIT_TERMS:
+            kind = TERMS[name].kind
+            if kind == 'label':
+                value = self.losses[name](student_logits, targets)
+            elif kind == 'logit':
                 value = self.losses[name](student_logits, teacher_logits)
             else:
                 keys = self.feature_names[name]

@@ -49,7 +49,13 @@ class SoftTargetKD(nn.Module):
 
     `normalize` divides the summed KL by N ('batchmean') or by N x classes ('numel', DeiT's
     `DistillationLoss`, which the paper follows: its lambdas are balanced against this size).
-    The two differ by the class count (1000x on ImageNet)."""
+    The two differ by the class count (1000x on ImageNet).
+
+    Recipe (term `soft`; a teacher or logit_teacher is needed):
+
+        distill:
+          soft: {weight: 1.0, temperature: 1.0, normalize: numel}
+    """
 
     def __init__(self, temperature: float = 1.0, normalize: str = 'batchmean'):
         super().__init__()
@@ -57,6 +63,10 @@ class SoftTargetKD(nn.Module):
             raise ValueError(f'normalize {normalize!r}: use one of {SOFT_NORMALIZATIONS}')
         self.temperature = temperature
         self.normalize = normalize
+
+    @classmethod
+    def from_term(cls, term, context):
+        return cls(term.temperature, term.normalize)
 
     @float32_loss
     def forward(self, student_logits, teacher_logits):
@@ -68,7 +78,13 @@ class SoftTargetKD(nn.Module):
 
 
 class HardTargetKD(nn.Module):
-    """DeiT hard distillation: cross-entropy to the teacher's argmax."""
+    """DeiT hard distillation: cross-entropy to the teacher's argmax.
+
+    Recipe (term `hard`; a teacher or logit_teacher is needed):
+
+        distill:
+          hard: {weight: 1.0}
+    """
 
     @float32_loss
     def forward(self, student_logits, teacher_logits):
@@ -77,11 +93,23 @@ class HardTargetKD(nn.Module):
 
 class LabelCE(nn.Module):
     """Cross-entropy with labels (hard or mixup-soft); samples labelled -1 are unlabelled and
-    skipped (the low-label setting: distillation sees them, CE does not)."""
+    skipped (the low-label setting: distillation sees them, CE does not).
+
+    Recipe (term `ce`; smoothing from the data section):
+
+        data:
+          label_smoothing: 0.1
+        distill:
+          ce: {weight: 1.0}
+    """
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_term(cls, term, context):
+        return cls(context.label_smoothing)
 
     @float32_loss
     def forward(self, logits, targets):
@@ -97,11 +125,27 @@ class FeatureMSE(nn.Module):
     """Mean squared error per imitated block (1/NCHW), averaged over blocks, times `scale`.
     The trainer sets `scale` to the global batch (per-process batch x processes x accumulation)
     for the paper's 'lambda x batch size' reading, so a recipe means the same loss balance on
-    any number of processes."""
+    any number of processes.
+
+    Recipe (terms `l_in`: norm1 outputs, `l_in_hidden`: block outputs, `l_out`: token-mixer
+    outputs, at each imitated block; the module-imitation teacher is needed):
+
+        teacher: {arch: poolformer_s12, pretrained: true}
+        distill:
+          l_in_hidden: {weight: 1.0e-4, start: 0, end: 400}
+          l_out: {weight: 1.0e-3, start: 0, end: 400}
+          l_in: {weight: 1.0e-4}          # the norm1 outputs (not in the paper recipes)
+          blocks: null                  # default: the last block of each stage
+          feature_reduction: batch_sum  # scale = the global batch
+    """
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
         self.scale = scale
+
+    @classmethod
+    def from_term(cls, term, context):
+        return cls(context.feature_scale)
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
@@ -125,11 +169,22 @@ class RelationMSE(nn.Module):
     ||A^T A - B^T B||_F^2 = (<P P^T, Q Q^T> + <P Q^T, Q P^T>) / 2, from C x C products only.
     Every term carries Q, so nothing large cancels and float32 suffices. Where HW <= C the
     explicit matrices are cheaper and are used directly.
+
+    Recipe (term `l_rel`, on the block outputs of each imitated block; the module-imitation
+    teacher is needed):
+
+        teacher: {arch: poolformer_s12, pretrained: true}
+        distill:
+          l_rel: {weight: 1.0, start: 0, end: 100}
     """
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
         self.scale = scale
+
+    @classmethod
+    def from_term(cls, term, context):
+        return cls(context.feature_scale)
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):

@@ -11,22 +11,17 @@ from typing import Dict, List
 import yaml
 
 from .config import DistillConfig, flatten
-
-TERMS = ('ce', 'soft', 'hard', 'l_in', 'l_in_hidden', 'l_out', 'l_rel')
+from .terms import configured
 # Recipe keys that describe how a session runs, not what the run is: no hparams.
 SESSION_KEYS = ('resume', 'train.progress')
 HPARAM_METRICS = ('val/top1', 'val/teacher_agreement')
-
-
-def configured_terms(cfg: DistillConfig) -> List[str]:
-    return [t for t in TERMS if getattr(cfg, t).weight != 0]
 
 
 def schedule(cfg: DistillConfig, epochs: int) -> str:
     """Every term of the recipe with its weight and epochs (counted from 1, as on the console),
     e.g. `soft x1 (epochs 1-15), l_rel x1 (epochs 1-3)`."""
     parts = []
-    for t in configured_terms(cfg):
+    for t in configured(cfg):
         term = getattr(cfg, t)
         first, last = term.start + 1, min(term.end if term.end is not None else epochs, epochs)
         when = f'epoch {first}' if first == last else f'epochs {first}-{last}' if first < last else 'never active'
@@ -37,7 +32,7 @@ def schedule(cfg: DistillConfig, epochs: int) -> str:
 def term_weights(cfg: DistillConfig, epoch: int) -> Dict[str, float]:
     """`weight/TERM` of every configured term at a 0-based epoch (0 when its window is closed)."""
     return {f'weight/{t}': getattr(cfg, t).weight if getattr(cfg, t).active(epoch) else 0.
-            for t in configured_terms(cfg)}
+            for t in configured(cfg)}
 
 
 def epoch_line(epoch: int, epochs: int, metrics: Dict[str, float], active: List[str]) -> str:

@@ -31,13 +31,14 @@ import models  # noqa: E402
 from distill.train_state import (  # noqa: E402
     TrainState, latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
-from distill.criterion import FEATURE_TERMS, LOGIT_TERMS, DistillationCriterion  # noqa: E402
+from distill.criterion import DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
+from distill.terms import TERMS, feature_modules, recorded_modules  # noqa: E402
 from distill.teacher import compile_module, describe as describe_teacher, prepare_teacher, warm_up  # noqa: E402
 from models.errors import RIFormerError  # noqa: E402
 
@@ -84,7 +85,8 @@ def needs_unused_parameter_search(recipe) -> bool:
     logit term (feature terms alone, soft KD windowed off) the head and the blocks after the
     last imitated one are not in the loss, and DDP must be told to look for such parameters."""
     d = recipe.distill
-    return any(not any(getattr(d, t).active(epoch) for t in ('ce',) + LOGIT_TERMS)
+    reach_head = [n for n, term in TERMS.items() if term.kind != 'feature']      # label and logit terms
+    return any(not any(getattr(d, t).active(epoch) for t in reach_head)
                for epoch in range(recipe.train.epochs))
 
 
@@ -155,10 +157,10 @@ def run(recipe, check_only=False):
     teacher, logit_teacher = build_teachers(recipe, num_classes)
     student = build_student(recipe, num_classes, teacher)
     blocks = recipe.distill.blocks or (default_imitated_blocks(student) if teacher is not None else [])
-    used = [t for t in FEATURE_TERMS if getattr(recipe.distill, t).weight != 0]
+    feature_names = feature_modules(recipe.distill, blocks)      # {term: modules}, what the recorders hook
+    used = list(feature_names)
     if used:
-        names = sorted({b + FEATURE_TERMS[t] for t in used for b in blocks})
-        check_pairs(student, teacher, names, recipe.data.image_size)
+        check_pairs(student, teacher, recorded_modules(feature_names), recipe.data.image_size)
     # The teacher follows the student's layout, so every imitated feature pair has one layout.
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student = student.to(memory_format=layout)
@@ -169,7 +171,7 @@ def run(recipe, check_only=False):
     # Recorders before compiling: the compiled forwards include their hooks.
     global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
     criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
-                                      recipe.data.label_smoothing, global_batch)
+                                      recipe.data.label_smoothing, global_batch, feature_names)
     if check_only:
         criterion.remove_hooks()
         say(f'inputs ok: {recipe.student.arch} student, {len(train_set)} train / {len(val_set)} val images, '

@@ -1,0 +1,119 @@
+"""The loss-term registry: one row per term a recipe can set under `distill:`.
+
+A row says which loss class computes the term, what it compares (labels, the teacher's logits,
+or the output of a submodule of each imitated block), and so whether it needs a teacher. The
+recipe's `distill` section (`distill.config.DistillConfig`), its validation, the criterion's
+losses and recorders (`distill.criterion`), the console and TensorBoard term lists
+(`distill.run_log`) and the README's table of terms (`python -m distill.terms`, checked by
+tests/test_terms.py) are all read from `TERMS`.
+
+Adding a term is one `Term(...)` row below plus its loss class in distill/losses.py (with a
+`from_term(term_cfg, context)` classmethod when its constructor needs more than no arguments).
+"""
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+from .losses import FeatureMSE, HardTargetKD, LabelCE, RelationMSE, SoftTargetKD
+
+KINDS = ('label', 'logit', 'feature')
+
+
+@dataclass
+class TermConfig:
+    """One loss term: weight and active epoch window [start, end) (end None = to the end)."""
+    weight: float = 0.0
+    start: int = 0
+    end: Optional[int] = None
+
+    def active(self, epoch: int) -> bool:
+        return self.weight != 0 and epoch >= self.start and (self.end is None or epoch < self.end)
+
+
+@dataclass
+class SoftTermConfig(TermConfig):
+    temperature: float = 1.0
+    # The summed KL divided by N (batchmean) or by N x classes (numel: DeiT's soft distillation,
+    # which the paper follows; its lambdas are balanced against that size).
+    normalize: str = 'batchmean'
+
+
+class LossContext(NamedTuple):
+    """What the criterion knows beyond a term's own recipe section."""
+    label_smoothing: float = 0.0
+    feature_scale: float = 1.0       # 1, or the global batch for feature_reduction=batch_sum
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str                         # the recipe key: distill.NAME.weight, .start, .end
+    loss: type                        # the nn.Module class that computes it (distill/losses.py)
+    kind: str                         # label: to the labels; logit: to the teacher's logits;
+                                      # feature: to the teacher's recorded features
+    summary: str                      # one line for the README's table
+    records: Optional[str] = None     # feature terms: the submodule of each imitated block whose
+                                      # output is compared ('' = the block's own output)
+    config: type = TermConfig         # the dataclass of its recipe section
+    needs_mixer: bool = False         # compares mixers: not for a student.mixer=identity student
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.kind != 'label'
+
+    def build(self, term_cfg: TermConfig, context: LossContext):
+        """The loss module for this term's recipe section."""
+        make = getattr(self.loss, 'from_term', None)
+        return make(term_cfg, context) if make is not None else self.loss()
+
+
+TERMS: Dict[str, Term] = {t.name: t for t in (
+    Term('ce', LabelCE, 'label', 'cross-entropy with the labels (unlabelled samples skipped)'),
+    Term('soft', SoftTargetKD, 'logit', "KL of the softened teacher distribution to the student's, times T^2 (DeiT's soft distillation)",
+         config=SoftTermConfig),
+    Term('hard', HardTargetKD, 'logit', "cross-entropy to the teacher's argmax (DeiT's hard distillation)"),
+    Term('l_in', FeatureMSE, 'feature', 'L_in: MSE of the norm1 outputs (the mixer inputs)',
+         records='.norm1', needs_mixer=True),
+    Term('l_in_hidden', FeatureMSE, 'feature', "L'_in: MSE of the block outputs", records=''),
+    Term('l_out', FeatureMSE, 'feature', 'L_out: MSE of the token-mixer outputs',
+         records='.token_mixer', needs_mixer=True),
+    Term('l_rel', RelationMSE, 'feature', 'L_rel: MSE of the token relation matrices of the block outputs',
+         records=''),
+)}
+
+for _t in TERMS.values():
+    assert _t.kind in KINDS and (_t.records is not None) == (_t.kind == 'feature'), _t
+
+
+def names(kind: Optional[str] = None) -> List[str]:
+    """Term names in registry order, all or of one kind."""
+    return [t.name for t in TERMS.values() if kind is None or t.kind == kind]
+
+
+def configured(cfg) -> List[str]:
+    """The terms a `DistillConfig` gives a non-zero weight, in registry order."""
+    return [n for n in TERMS if getattr(cfg, n).weight != 0]
+
+
+def feature_modules(cfg, blocks: Sequence[str]) -> Dict[str, List[str]]:
+    """{feature term: the module names it compares, one per imitated block} for the configured
+    feature terms, e.g. {'l_out': ['stages.0.blocks.1.token_mixer', ...]}."""
+    return {n: [b + TERMS[n].records for b in blocks] for n in configured(cfg) if TERMS[n].kind == 'feature'}
+
+
+def recorded_modules(modules: Dict[str, List[str]]) -> List[str]:
+    """Every module a recorder must hook for `feature_modules(...)`, once each, sorted."""
+    return sorted({name for names_ in modules.values() for name in names_})
+
+
+def markdown_table() -> str:
+    """The README's table of terms (tests/test_terms.py checks that the README has it)."""
+    rows = ['| term | compares | recorded at each imitated block | teacher | loss class |',
+            '|---|---|---|---|---|']
+    for t in TERMS.values():
+        where = '-' if t.records is None else f'`{t.records}` output' if t.records else 'block output'
+        rows.append(f'| `{t.name}` | {t.summary} | {where} | {"yes" if t.needs_teacher else "no"} | '
+                    f'`{t.loss.__name__}` |')
+    return '\n'.join(rows)
+
+
+if __name__ == '__main__':
+    print(markdown_table())
