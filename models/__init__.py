@@ -2,6 +2,7 @@
 
     timm.create_model('riformer_s12', num_classes=10)       # training form (affine mixer)
     models.reparameterize(model)                             # fold into the deploy form, in place
+    models.reparameterize(model, inplace=False)              # a folded copy (timm's reparameterize_model)
     models.load_deploy('model.deploy.safetensors')           # the deploy model, eval mode
     models.load_model('model.safetensors')                   # any checkpoint this project reads
     models.reparam_checkpoint('model.safetensors')           # file to checked deploy file
@@ -13,7 +14,7 @@ from .checkpoint_io import (
 from .errors import CheckpointError, HandoffError, RecipeError, RIFormerError, UsageError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
-from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer
+from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer, set_fused
 from .fold import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .student import create_student, fix_identity_mixer
@@ -24,6 +25,6 @@ __all__ = [
     'RIFormerBlock', 'fuse_poolformer',
     'adapt_head', 'build_model', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
-    'relative_error', 'reparam_checkpoint', 'reparameterize',
+    'relative_error', 'reparam_checkpoint', 'reparameterize', 'set_fused',
     'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
 ]

@@ -68,7 +68,21 @@ class Checkpoint:
 
 
 def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """(tensors, safetensors metadata) of a .safetensors or torch checkpoint file."""
+    """The tensors and safetensors metadata of a .safetensors or torch checkpoint file, read
+    without executing anything (safetensors, or `torch.load(weights_only=True)`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        (tensors, metadata); metadata is empty for torch files.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a checkpoint.
+
+    Example:
+        >>> tensors, metadata = read_tensors('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f'{path}: no such file')
@@ -102,8 +116,21 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
 
 
 def read_state_dict(path):
-    """(state dict in timm names, head_norm_first) of any layout `to_timm_names` knows; our own
-    files say which head they were saved with in their metadata."""
+    """A PoolFormer / RIFormer checkpoint's tensors in timm names, in any layout `to_timm_names`
+    knows; our own files say which head they were saved with in their metadata.
+
+    Args:
+        path: the file.
+
+    Returns:
+        (state dict in timm names, head_norm_first).
+
+    Raises:
+        CheckpointError: unreadable, or not a PoolFormer / RIFormer state dict.
+
+    Example:
+        >>> sd, head_norm_first = read_state_dict('poolformer_s12.pth')   # doctest: +SKIP
+    """
     raw, metadata = read_tensors(path)
     try:
         converted = to_timm_names(raw)
@@ -115,7 +142,24 @@ def read_state_dict(path):
 
 
 def read_checkpoint(path) -> Checkpoint:
-    """Read any supported RIFormer checkpoint; reject other models with what they look like."""
+    """Read any supported RIFormer checkpoint; reject other models with what they look like.
+
+    Args:
+        path: our own file, a plain state dict (.pth / .pt / .safetensors) or an mmpretrain
+            RIFormer checkpoint, in training, plain or deploy form.
+
+    Returns:
+        `Checkpoint`: timm-named tensors, the `ModelConfig` inferred from them, the source
+        layout, the metadata and any ignored foreign keys.
+
+    Raises:
+        CheckpointError: unreadable, not a RIFormer, or incomplete.
+
+    Example:
+        >>> ckpt = read_checkpoint('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
+        >>> ckpt.config.arch, ckpt.config.form                                   # doctest: +SKIP
+        ('riformer_mini', 'train')
+    """
     raw, metadata = read_tensors(path)
     try:
         converted = to_timm_names(raw)
@@ -170,7 +214,25 @@ def infer_config(sd, form='train', head_norm_first=False, path='checkpoint') -> 
 
 def load_checked(model: nn.Module, state_dict, allow_missing=(), what='checkpoint'):
     """load_state_dict with errors that name the first offending key and both shapes.
-    `allow_missing` holds substrings of keys that may be absent (e.g. 'token_mixer.affine')."""
+
+    Args:
+        model: the model to load into.
+        state_dict: tensors in the model's names.
+        allow_missing: substrings of keys that may be absent (e.g. 'token_mixer.affine').
+        what: names the weights in errors.
+
+    Returns:
+        torch's `load_state_dict` result; `model` holds the weights.
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped keys.
+
+    Example:
+        >>> import timm
+        >>> m = timm.create_model('riformer_mini')
+        >>> load_checked(m, timm.create_model('riformer_mini').state_dict())
+        <All keys matched successfully>
+    """
     expected = model.state_dict()
     for key, want in expected.items():   # model order: the first mismatch is the earliest layer
         value = state_dict.get(key)
@@ -191,8 +253,22 @@ def load_checked(model: nn.Module, state_dict, allow_missing=(), what='checkpoin
 
 
 def build_model(ckpt: Checkpoint, arch: Optional[str] = None, **kwargs) -> RIFormer:
-    """The model a checkpoint describes, weights loaded. `arch` forces a registered architecture
-    (its shapes are then checked against the tensors)."""
+    """The model a checkpoint describes, weights loaded.
+
+    Args:
+        ckpt: from `read_checkpoint`.
+        arch: force a registered architecture (its shapes are then checked against the tensors).
+        **kwargs: passed to the RIFormer constructor.
+
+    Returns:
+        The RIFormer, in the checkpoint's form.
+
+    Raises:
+        CheckpointError: `arch` unknown, or the tensors do not fit it.
+
+    Example:
+        >>> model = build_model(read_checkpoint('runs/digits/imitation/model.safetensors'))   # doctest: +SKIP
+    """
     config = ckpt.config
     if arch is not None:
         if arch not in ARCHS:
@@ -210,7 +286,20 @@ def build_model(ckpt: Checkpoint, arch: Optional[str] = None, **kwargs) -> RIFor
 
 
 def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]):
-    """Write atomically: a crash mid-write leaves the previous file (or none), never half a file."""
+    """Write a safetensors file atomically: a crash mid-write leaves the previous file (or
+    none), never half a file.
+
+    Args:
+        path: the output file (its folder must exist).
+        tensors: name -> tensor (made contiguous; shared storage is copied).
+        metadata: string -> string, stored in the file's header.
+
+    Returns:
+        None.
+
+    Example:
+        >>> write_safetensors('weights.safetensors', model.state_dict(), {'format': 'timm'})   # doctest: +SKIP
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
@@ -233,7 +322,20 @@ def _umask() -> int:
 
 
 def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
-    """Save a RIFormer with the metadata that `read_checkpoint` and `models.load_model` rebuild it from."""
+    """Save a RIFormer with the metadata that `read_checkpoint` and `models.load_model` rebuild it from.
+
+    Args:
+        path: the output .safetensors file.
+        model: a RIFormer in any form.
+        extra: more metadata (strings), e.g. {'image_size': '224'}.
+
+    Returns:
+        None.
+
+    Example:
+        >>> import timm
+        >>> save_model('riformer_mini.safetensors', timm.create_model('riformer_mini'))   # doctest: +SKIP
+    """
     config = ModelConfig(
         depths=model.depths, dims=model.dims, num_classes=model.num_classes,
         in_chans=model.in_chans, mlp_ratio=model.stages[0].blocks[0].mlp.fc1.out_channels / model.dims[0],
@@ -245,7 +347,18 @@ def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
 
 def read_metadata(path) -> dict:
     """The safetensors metadata of a checkpoint (empty for torch files and unreadable ones;
-    `read_tensors` gives the one-line error for those)."""
+    `read_tensors` gives the one-line error for those).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The metadata dict (str -> str).
+
+    Example:
+        >>> read_metadata('runs/digits/imitation/model.safetensors')['format']   # doctest: +SKIP
+        'riformer'
+    """
     path = Path(path)
     if path.suffix != '.safetensors':
         return {}

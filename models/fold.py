@@ -1,5 +1,5 @@
-"""Reparameterization of a model and of a checkpoint file, and the equivalence check that
-guards every deploy file."""
+"""Folding (reparameterization) of a model and of a checkpoint file into the deploy form, and
+the equivalence check that guards every deploy file. tools/reparam.py is its command."""
 import copy
 import json
 from pathlib import Path
@@ -19,12 +19,35 @@ FOLDS = {
 }
 
 
-def reparameterize(model: nn.Module, form: str = 'deploy') -> nn.Module:
-    """Fold every RIFormer block of `model` (in place) into `form` and return the model.
-    Repeating the call, or calling it on a model already in that form, changes nothing."""
+def reparameterize(model: nn.Module, form: str = 'deploy', inplace: bool = True) -> nn.Module:
+    """Fold every RIFormer block of `model` into `form` (timm's `reparameterize_model` shape).
+    Repeating the call, or calling it on a model already in that form, changes nothing.
+
+    Args:
+        model: a RIFormer, or any model holding RIFormer blocks (a detector's backbone and neck).
+        form: 'deploy' (every fold) or 'plain' (affine into norm1 only, as mmpretrain).
+        inplace: fold `model` itself (default, as this project has always done; timm's default
+            is a copy) or, with False, a deep copy, leaving `model` untouched.
+
+    Returns:
+        The folded model: `model` itself, or the copy.
+
+    Raises:
+        ValueError: `model` has no RIFormer blocks.
+
+    Example:
+        >>> import timm, models
+        >>> train = timm.create_model('riformer_mini').eval()
+        >>> deploy = models.reparameterize(train, inplace=False)
+        >>> train.form, deploy.form
+        ('train', 'deploy')
+    """
     blocks = [m for m in model.modules() if isinstance(m, RIFormerBlock)]
     if not blocks:
         raise ValueError(f'{type(model).__name__} has no RIFormer blocks to reparameterize')
+    if not inplace:
+        model = copy.deepcopy(model)
+        blocks = [m for m in model.modules() if isinstance(m, RIFormerBlock)]
     for block in blocks:
         block.reparameterize(form)
     return model
@@ -32,7 +55,20 @@ def reparameterize(model: nn.Module, form: str = 'deploy') -> nn.Module:
 
 def relative_error(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     """max |a - b| / max |a|: an error relative to the output's scale (elementwise relative
-    error is meaningless where outputs cross zero). NaN anywhere gives NaN."""
+    error is meaningless where outputs cross zero). NaN anywhere gives NaN.
+
+    Args:
+        reference: the trusted tensor (a).
+        candidate: the tensor checked against it (b), same shape.
+
+    Returns:
+        The error as a Python float (computed in float64).
+
+    Example:
+        >>> import torch
+        >>> relative_error(torch.tensor([2., -4.]), torch.tensor([2., -3.]))
+        0.25
+    """
     reference, candidate = reference.detach().double(), candidate.detach().double()
     diff = (reference - candidate).abs().max()
     scale = reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
@@ -42,7 +78,22 @@ def relative_error(reference: torch.Tensor, candidate: torch.Tensor) -> float:
 @torch.no_grad()
 def compare_forms(reference: nn.Module, candidate: nn.Module, x: torch.Tensor) -> Dict[str, float]:
     """Relative error of `candidate` against `reference` for the logits (when the models have a
-    classifier) and for every stage output."""
+    classifier) and for every stage output.
+
+    Args:
+        reference, candidate: RIFormers (any forms) with the same architecture, in eval mode.
+        x: the input batch.
+
+    Returns:
+        {'stage0': error, ..., 'logits': error} (`relative_error` of each output).
+
+    Example:
+        >>> import timm, torch, models
+        >>> m = timm.create_model('riformer_mini').eval()
+        >>> errors = compare_forms(m, models.reparameterize(m, inplace=False), torch.randn(1, 3, 32, 32))
+        >>> max(errors.values()) < 1e-5
+        True
+    """
     ref_final, ref_stages = reference.forward_intermediates(x)
     cand_final, cand_stages = candidate.forward_intermediates(x)
     errors = {f'stage{i}': relative_error(a, b) for i, (a, b) in enumerate(zip(ref_stages, cand_stages))}
@@ -95,7 +146,7 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     if start_form == form:
         raise CheckpointError(f'{src}: already in {form} form; ask for --form deploy to fold the rest')
     reference = build_model(ckpt, arch=arch)
-    deployed = reparameterize(copy.deepcopy(reference), form)
+    deployed = reparameterize(reference, form, inplace=False)
 
     size = image_size or int(ckpt.metadata.get('image_size', 224))
     generator = torch.Generator().manual_seed(seed)

@@ -87,6 +87,23 @@ def detect_source(state_dict) -> str:
 
 
 def to_timm_names(state_dict) -> Converted:
+    """A PoolFormer / RIFormer state dict of any known layout (timm, sail, mmpretrain) in timm names.
+
+    Args:
+        state_dict: the tensors (a plain dict; `unwrap` a trainer's wrapper first).
+
+    Returns:
+        `Converted`: the renamed state dict, the layout it came from, whether its head is
+        norm-first, and the foreign keys with no place in the model.
+
+    Raises:
+        CheckpointError: unknown keys, or a layout this module does not know.
+
+    Example:
+        >>> import timm
+        >>> to_timm_names(timm.create_model('riformer_mini').state_dict()).source
+        'timm'
+    """
     source = detect_source(state_dict)
     if source == 'timm':
         return Converted(dict(state_dict), 'timm', head_norm_first=False)
@@ -155,7 +172,22 @@ def to_mmpretrain_names(state_dict) -> Dict[str, torch.Tensor]:
     """timm names -> mmpretrain RIFormer names (classification layout: `backbone.norm{last}`).
 
     Inverse of `to_timm_names` for training and plain-deploy forms; the fully folded deploy
-    form has no mmpretrain equivalent (mmpretrain keeps layer scales and norm2's affine)."""
+    form has no mmpretrain equivalent (mmpretrain keeps layer scales and norm2's affine).
+
+    Args:
+        state_dict: a RIFormer state dict in timm names (training or plain form).
+
+    Returns:
+        The same tensors under mmpretrain's names.
+
+    Raises:
+        CheckpointError: a key with no mmpretrain equivalent (e.g. a fully folded deploy form).
+
+    Example:
+        >>> import timm
+        >>> names = to_mmpretrain_names(timm.create_model('riformer_mini').state_dict())
+        >>> 'backbone.patch_embed.proj.weight' in names
+        True"""
     reverse = {v: k for k, v in _NETWORK_BLOCK_KEYS.items() if not k.startswith('norm_reparam')}
     plain = not any('token_mixer.affine' in k for k in state_dict)
     if plain:

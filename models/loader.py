@@ -106,6 +106,13 @@ def load_deploy(path, features_only: bool = False, out_indices: Optional[Sequenc
         features_only: return the stage outputs (a timm FeatureListNet with `feature_info`).
         out_indices: the stages to return with `features_only` (default: all).
 
+    Returns:
+        The deploy model (a RIFormer in deploy form, or the efficient backbone), or its
+        FeatureListNet with `features_only`.
+
+    Raises:
+        CheckpointError: not a deploy checkpoint (a training one gets the command that folds it).
+
     Example:
         >>> feats = load_deploy('riformer_s12.deploy.safetensors', features_only=True, out_indices=(1, 2, 3))  # doctest: +SKIP
     """

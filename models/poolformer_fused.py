@@ -105,9 +105,21 @@ class PoolFormerInferenceBlock(nn.Module):
 
 
 def fuse_poolformer(model: nn.Module) -> int:
-    """Swap every PoolFormer v1 block of `model` for a `PoolFormerInferenceBlock`, in place;
-    returns how many. Run it before registering hooks on the blocks themselves (a hook on a
-    swapped block would stay on the old object); hooks on their children are kept."""
+    """Swap every PoolFormer v1 block of `model` for a `PoolFormerInferenceBlock`, in place.
+    Run it before registering hooks on the blocks themselves (a hook on a swapped block would
+    stay on the old object); hooks on their children are kept.
+
+    Args:
+        model: a timm PoolFormer (v1), e.g. a teacher (`distill.teacher.prepare_teacher` calls this).
+
+    Returns:
+        How many blocks were swapped.
+
+    Example:
+        >>> import timm, models
+        >>> models.fuse_poolformer(timm.create_model('poolformer_mini').eval())
+        6
+    """
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -117,3 +129,28 @@ def fuse_poolformer(model: nn.Module) -> int:
                 setattr(parent, name, PoolFormerInferenceBlock(child).train(child.training))
                 count += 1
     return count
+
+
+def set_fused(model: nn.Module, enable: bool = True) -> int:
+    """Turn the fused CPU inference path of every fused block in `model` on or off: the blocks
+    `fuse_poolformer` swapped in and RIFormer blocks (`RIFormer.set_fused` for a RIFormer).
+    Off, they run the reference forward (for timing the reference, or checking against it).
+
+    Args:
+        model: any model; blocks without a fused path are left alone.
+        enable: True (the default path) or False (reference forward).
+
+    Returns:
+        How many blocks were set.
+
+    Example:
+        >>> import timm, models
+        >>> teacher = timm.create_model('poolformer_mini').eval()
+        >>> models.fuse_poolformer(teacher), models.set_fused(teacher, False)
+        (6, 6)
+    """
+    from .riformer import RIFormerBlock
+    blocks = [m for m in model.modules() if isinstance(m, (PoolFormerInferenceBlock, RIFormerBlock))]
+    for block in blocks:
+        block.fused = enable
+    return len(blocks)

@@ -286,6 +286,20 @@ class RIFormer(nn.Module):
         return forms.pop() if len(forms) == 1 else 'mixed'
 
     @torch.jit.ignore
+    def set_fused(self, enable: bool = True) -> 'RIFormer':
+        """Whether deploy-form CPU inference may take the oneDNN-fused path (True, the default;
+        exact to float rounding) or must run the reference forward (False: for timing the
+        reference, or checking the fused path against it). Returns the model.
+
+        Example:
+            >>> import timm, models
+            >>> m = models.reparameterize(timm.create_model('riformer_mini')).set_fused(False)
+        """
+        for block in self.modules():
+            if isinstance(block, RIFormerBlock):
+                block.fused = enable
+        return self
+
     def set_grad_checkpointing(self, enable=True):
         self.grad_checkpointing = enable
 

@@ -46,7 +46,24 @@ def create_teacher(name: str, checkpoint=None, pretrained: bool = False, **kwarg
     """A frozen timm model in eval mode with the weights of a local checkpoint or, without one and
     with `pretrained`, timm's pretrained weights for `name` (which may carry a tag, e.g.
     `poolformer_s12.sail_in1k`). With a checkpoint, the class count comes from it and shapes are
-    checked, so a checkpoint of another architecture fails here with the offending key."""
+    checked, so a checkpoint of another architecture fails here with the offending key.
+
+    Args:
+        name: a timm model name, optionally with a weight tag.
+        checkpoint: a local file in any layout `read_state_dict` reads; wins over `pretrained`.
+        pretrained: timm's weights for `name` (downloaded once, then read from the cache).
+        **kwargs: passed to `timm.create_model`.
+
+    Returns:
+        The model, in eval mode, with `requires_grad` off.
+
+    Raises:
+        CheckpointError: unknown name, no weights, or weights that do not fit.
+
+    Example:
+        >>> teacher = create_teacher('poolformer_mini', 'runs/digits/teacher/model.safetensors')  # doctest: +SKIP
+        >>> teacher = create_teacher('poolformer_s12.sail_in1k', pretrained=True)                  # doctest: +SKIP
+    """
     arch = name.split('.')[0]
     if arch not in timm.list_models():
         close = timm.list_models(f'*{arch.split("_")[0]}*')[:8]
@@ -106,7 +123,25 @@ def adapt_head(model: nn.Module, head_norm_first: bool, state_dict: dict, source
     """Give `model` the head a checkpoint's weights were trained with: the original PoolFormer /
     mmpretrain head (GroupNorm1 on the map, then pool) or timm's (pool, then LayerNorm2d).
     Same shapes, different functions: loading one head's weights into the other silently
-    changes the logits. Returns `state_dict` with keys for the adapted model."""
+    changes the logits.
+
+    Args:
+        model: the model about to load the weights (a RIFormer or a timm PoolFormer).
+        head_norm_first: whether the checkpoint's head normalises the map before pooling
+            (`read_state_dict` says).
+        state_dict: the checkpoint's tensors in timm names.
+        source: names the checkpoint in errors.
+
+    Returns:
+        `state_dict` with keys for the adapted model.
+
+    Raises:
+        CheckpointError: a norm-first head for a model that cannot take one.
+
+    Example:
+        >>> sd, norm_first = models.read_state_dict('poolformer_s12.pth')          # doctest: +SKIP
+        >>> models.load_checked(model, models.adapt_head(model, norm_first, sd, 'poolformer_s12.pth'))  # doctest: +SKIP
+    """
     from .riformer import RIFormer
     if isinstance(model, RIFormer):
         model.set_head_norm_first(head_norm_first)
@@ -125,8 +160,23 @@ def adapt_head(model: nn.Module, head_norm_first: bool, state_dict: dict, source
 def init_from_teacher(student: nn.Module, checkpoint) -> List[str]:
     """Copy every PoolFormer weight into a RIFormer student; only the affine mixers (and the
     classifier, when the class counts differ) keep their init. The student takes the head of the
-    checkpoint (`adapt_head`). Returns the keys left at init. `checkpoint` is a file, or the
-    state dict of a teacher with timm's pretrained weights (timm names and head)."""
+    checkpoint (`adapt_head`).
+
+    Args:
+        student: a RIFormer (changed in place).
+        checkpoint: a PoolFormer file, or the state dict of a teacher with timm's pretrained
+            weights (timm names and head).
+
+    Returns:
+        The student's keys left at init.
+
+    Example:
+        >>> import timm
+        >>> student = timm.create_model('riformer_mini')
+        >>> left = init_from_teacher(student, timm.create_model('poolformer_mini').state_dict())
+        >>> all('token_mixer.affine' in k for k in left)
+        True
+    """
     if isinstance(checkpoint, Mapping):
         sd, head_norm_first, checkpoint = dict(checkpoint), False, "with timm's weights"
     else:

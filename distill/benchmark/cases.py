@@ -173,11 +173,7 @@ def riformer_cases(size: str) -> List[Case]:
 
     def form(name, fused=True):
         def build(settings):
-            model = models.reparameterize(trained(settings), name)
-            for block in model.modules():
-                if isinstance(block, models.RIFormerBlock):
-                    block.fused = fused
-            return model
+            return models.reparameterize(trained(settings), name).set_fused(fused)
         return build
 
     def poolformer(settings):

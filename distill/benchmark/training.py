@@ -117,9 +117,7 @@ def make_training_step(size: str, precision: Optional[str], fused: bool = True):
                                       layout)
             if not fused:
                 import models
-                for block in teacher.modules():
-                    if isinstance(block, models.PoolFormerInferenceBlock):
-                        block.fused = False
+                models.set_fused(teacher, False)
             on = TermConfig(weight=1.0)
             cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
         criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
