@@ -64,10 +64,6 @@ class SoftTargetKD(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
 
-    @classmethod
-    def from_term(cls, term, context):
-        return cls(term.temperature, term.normalize)
-
     @float32_loss
     def forward(self, student_logits, teacher_logits):
         T = self.temperature
@@ -107,10 +103,6 @@ class LabelCE(nn.Module):
         super().__init__()
         self.label_smoothing = label_smoothing
 
-    @classmethod
-    def from_term(cls, term, context):
-        return cls(context.label_smoothing)
-
     @float32_loss
     def forward(self, logits, targets):
         if targets.ndim == 2:                     # mixup / cutmix soft targets
@@ -142,10 +134,6 @@ class FeatureMSE(nn.Module):
     def __init__(self, scale: float = 1.0):
         super().__init__()
         self.scale = scale
-
-    @classmethod
-    def from_term(cls, term, context):
-        return cls(context.feature_scale)
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
@@ -181,10 +169,6 @@ class RelationMSE(nn.Module):
     def __init__(self, scale: float = 1.0):
         super().__init__()
         self.scale = scale
-
-    @classmethod
-    def from_term(cls, term, context):
-        return cls(context.feature_scale)
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):

@@ -7,11 +7,10 @@ losses and recorders (`distill.criterion`), the console and TensorBoard term lis
 (`distill.run_log`) and the README's table of terms (`python -m distill.terms`, checked by
 tests/test_terms.py) are all read from `TERMS`.
 
-Adding a term is one `Term(...)` row below plus its loss class in distill/losses.py (with a
-`from_term(term_cfg, context)` classmethod when its constructor needs more than no arguments).
+Adding a term is one `Term(...)` row below plus its loss class in distill/losses.py.
 """
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .losses import FeatureMSE, HardTargetKD, LabelCE, RelationMSE, SoftTargetKD
 
@@ -54,6 +53,8 @@ class Term:
                                       # output is compared ('' = the block's own output)
     config: type = TermConfig         # the dataclass of its recipe section
     needs_mixer: bool = False         # compares mixers: not for a student.mixer=identity student
+    # The loss class's constructor arguments from the term's recipe section and the context.
+    args: Callable[[TermConfig, LossContext], Tuple] = lambda term, context: ()
 
     @property
     def needs_teacher(self) -> bool:
@@ -61,22 +62,28 @@ class Term:
 
     def build(self, term_cfg: TermConfig, context: LossContext):
         """The loss module for this term's recipe section."""
-        make = getattr(self.loss, 'from_term', None)
-        return make(term_cfg, context) if make is not None else self.loss()
+        return self.loss(*self.args(term_cfg, context))
+
+
+def _feature_scale(term, context):
+    return (context.feature_scale,)
 
 
 TERMS: Dict[str, Term] = {t.name: t for t in (
-    Term('ce', LabelCE, 'label', 'cross-entropy with the labels (unlabelled samples skipped)'),
-    Term('soft', SoftTargetKD, 'logit', "KL of the softened teacher distribution to the student's, times T^2 (DeiT's soft distillation)",
-         config=SoftTermConfig),
+    Term('ce', LabelCE, 'label', 'cross-entropy with the labels (unlabelled samples skipped)',
+         args=lambda term, context: (context.label_smoothing,)),
+    Term('soft', SoftTargetKD, 'logit',
+         "KL of the softened teacher distribution to the student's, times T^2 (DeiT's soft distillation)",
+         config=SoftTermConfig, args=lambda term, context: (term.temperature, term.normalize)),
     Term('hard', HardTargetKD, 'logit', "cross-entropy to the teacher's argmax (DeiT's hard distillation)"),
     Term('l_in', FeatureMSE, 'feature', 'L_in: MSE of the norm1 outputs (the mixer inputs)',
-         records='.norm1', needs_mixer=True),
-    Term('l_in_hidden', FeatureMSE, 'feature', "L'_in: MSE of the block outputs", records=''),
+         records='.norm1', needs_mixer=True, args=_feature_scale),
+    Term('l_in_hidden', FeatureMSE, 'feature', "L'_in: MSE of the block outputs", records='',
+         args=_feature_scale),
     Term('l_out', FeatureMSE, 'feature', 'L_out: MSE of the token-mixer outputs',
-         records='.token_mixer', needs_mixer=True),
+         records='.token_mixer', needs_mixer=True, args=_feature_scale),
     Term('l_rel', RelationMSE, 'feature', 'L_rel: MSE of the token relation matrices of the block outputs',
-         records=''),
+         records='', args=_feature_scale),
 )}
 
 for _t in TERMS.values():

@@ -44,3 +44,17 @@ def test_set_fused_toggles_the_fused_path_of_every_block():
     teacher = timm.create_model('poolformer_mini').eval()
     assert models.fuse_poolformer(teacher) == models.set_fused(teacher, False) > 0
     assert not any(b.fused for b in teacher.modules() if isinstance(b, models.PoolFormerInferenceBlock))
+
+
+def test_console_scripts_point_at_command_mains():
+    import configparser
+    import importlib
+    from pathlib import Path
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / 'setup.cfg')
+    lines = [line for line in cfg['options.entry_points']['console_scripts'].splitlines() if line.strip()]
+    assert len(lines) >= 7
+    for line in lines:
+        name, target = (part.strip() for part in line.split('='))
+        module, func = target.split(':')
+        assert name.startswith('riformer-') and callable(getattr(importlib.import_module(module), func)), line
