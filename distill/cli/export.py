@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import models
-from models import CheckpointError
+from models import CheckpointError, UsageError
 from models.efficient import EFFICIENT_NAMES
 
 from . import one_line_errors
@@ -44,7 +44,7 @@ class ListToTuple(nn.Module):
 def load_source(source, weights=None, features=False, out_indices=None):
     """(model, name) for a deploy checkpoint path or an efficient backbone name."""
     if source in models.ARCHS:
-        raise CheckpointError(f'{source}: a RIFormer is exported from its deploy checkpoint (tools/reparam.py), not a name')
+        raise UsageError(f'{source}: a RIFormer is exported from its deploy checkpoint (tools/reparam.py), not a name')
     model = models.load_model(source, deploy=True, features_only=features, out_indices=out_indices, weights=weights)
     if source in EFFICIENT_NAMES:
         return model, source
@@ -155,7 +155,7 @@ def main(argv=None):
 def write_deploy(args, out):
     from models.efficient import create_training, save_efficient_deploy, to_deploy
     if args.source not in EFFICIENT_NAMES:
-        raise CheckpointError(
+        raise UsageError(
             f'--format deploy folds an efficient backbone by name ({", ".join(EFFICIENT_NAMES)}); '
             f'RIFormer deploy files come from tools/reparam.py')
     training = create_training(args.source, num_classes=1000 if args.weights else 0, weights=args.weights)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import models
-from models import CheckpointError, reparam_checkpoint
+from models import CheckpointError, UsageError, reparam_checkpoint
 from models.handoff.detector import is_detector_checkpoint, reparameterize_detector
 from models.pretrained import unavailable_reason
 
@@ -34,7 +34,7 @@ def reparam_timm_model(args):
     name = args.pretrained or args.random
     arch = name.split('.')[0]
     if arch not in models.ARCHS:
-        raise CheckpointError(f'{name}: not a RIFormer; choose one of {", ".join(models.ARCHS)}')
+        raise UsageError(f'{name}: not a RIFormer; choose one of {", ".join(models.ARCHS)}')
     import timm
     if args.pretrained:
         why = unavailable_reason(name)

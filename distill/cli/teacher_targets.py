@@ -21,7 +21,7 @@ import models
 from distill.cli import Parser, one_line_errors, positive_int
 from distill.recorders import FeatureRecorder, default_imitated_blocks
 from distill.teacher import PRECISIONS, cpu_bf16_support, prepare_teacher, run_teacher
-from models import CheckpointError
+from models import UsageError
 
 
 def errors(got: torch.Tensor, want: torch.Tensor):
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         teacher = timm.create_model(args.arch)
     else:
-        raise CheckpointError(f'unknown teacher model {args.arch!r}; e.g. poolformer_s12, poolformer_mini')
+        raise UsageError(f'unknown teacher model {args.arch!r}; e.g. poolformer_s12, poolformer_mini')
     images = digits_images(size, args.batch) if args.digits else \
         torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
     rows, agreement = target_errors(teacher, images, args.precision)
