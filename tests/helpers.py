@@ -28,17 +28,6 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def load_tool(name: str):
-    """Import tools/NAME.py as a module (tools/ holds scripts, not a package)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / 'tools' / f'{name}.py'
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def network_layout(model, prefix='', final_norm='norm', head='head', plain=False):
     """A state dict in the original PoolFormer layout (`network.{2i}.{j}`, `patch_embed.proj`),
     written out by hand from the published key names (sail-sg PoolFormer), independent of

@@ -13,7 +13,7 @@ import torch
 import models
 from distill import benchmark
 from helpers import randomize
-from tools import benchmark as benchmark_tool
+from distill.cli import benchmark as benchmark_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 

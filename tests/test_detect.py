@@ -17,15 +17,15 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import deploy_checkpoint, load_tool, randomize  # noqa: E402
+from helpers import deploy_checkpoint, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import DeployBackbone, build_backbone  # noqa: E402
 from models.handoff import yolo as handoff  # noqa: E402
+from distill.cli import detect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / 'recipes' / 'detect'
-detect = load_tool('detect')
 
 
 @pytest.fixture(scope='module')
@@ -243,7 +243,7 @@ def test_weights_argument_quoted_or_absolute_is_resolved(tmp_path, monkeypatch):
 
 
 def test_rows_name_the_architecture_for_every_kind_of_source(s12_deploy, tmp_path):
-    from tools import export
+    from distill.cli import export
     fn_file = tmp_path / 'fasternet_t0.deploy.safetensors'
     assert export.main(['fasternet_t0', '--format', 'deploy', '-o', str(fn_file)]) == 0
     cfg = handoff.load_cfg(RECIPES / 'yolov8-riformer_s12.yaml')

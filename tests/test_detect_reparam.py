@@ -22,7 +22,7 @@ ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import RIFormerNeckBlock  # noqa: E402
 from models.handoff import yolo as handoff  # noqa: E402
 from models.handoff.detector import save_detector  # noqa: E402
-from tools import detect, reparam  # noqa: E402
+from distill.cli import detect, reparam  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / 'recipes' / 'detect' / 'yolov8-riformer_s12-neck.yaml'
 

@@ -97,7 +97,7 @@ def test_yolov5_checkpoint_with_neck_block_folds(tmp_path, capsys):
     import yaml
     from helpers import randomize
     from models.handoff import RIFormerNeckBlock
-    from tools import reparam
+    from distill.cli import reparam
     path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=9)
     cfg = yaml.safe_load(open(RECIPE))
     cfg['head'].insert(-1, [-1, 1, 'RIFormerBlock', [512]])

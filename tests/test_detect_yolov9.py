@@ -76,7 +76,7 @@ NECK = RECIPE.with_name('yolov9-riformer_s12-neck.yaml')
 def test_yolov9_neck_blocks_train_fold_and_predict(s12_deploy, tmp_path, capsys):
     import copy
     from helpers import randomize
-    from tools import reparam
+    from distill.cli import reparam
     from models.handoff import RIFormerNeckBlock
     from yolo9.utils.general import non_max_suppression
     net = build_detection_model(NECK, 'yolo9.models.yolo', nc=2, backbone=str(s12_deploy))

@@ -5,7 +5,7 @@ import torch
 import models
 from models import efficient
 from models.handoff import DeployBackbone
-from tools import export
+from distill.cli import export
 
 
 @torch.no_grad()

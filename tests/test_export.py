@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import models
 from helpers import mmpretrain_layout, randomize
-from tools import export
+from distill.cli import export
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import models
 from helpers import deploy_checkpoint
-from tools import export
+from distill.cli import export
 from models.handoff.detector import load_pickled, save_detector
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import models
 from helpers import mmpretrain_layout, network_layout, randomize
-from tools import reparam
+from distill.cli import reparam
 
 ROOT = Path(__file__).resolve().parents[1]
 
