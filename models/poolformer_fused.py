@@ -35,11 +35,18 @@ def _observed(module: nn.Module) -> bool:
                 or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
 
 
+# oneDNN's fused bf16 convolutions need AVX-512 (BW, VL, DQ); on AVX2-only CPUs they raise, while
+# plain bf16 convolutions still run (emulated), so a bf16 teacher there takes the reference forward.
+_ONEDNN_BF16 = _ONEDNN_FUSION and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _fused_cpu_inference(x: torch.Tensor) -> bool:
     """Eager CPU inference in fp32 or bf16 (a bf16 teacher: oneDNN fuses the post-ops in bf16
-    too); autograd, tracing, torch.compile and other devices take the reference forward."""
+    too, where the CPU has it); autograd, tracing, torch.compile and other devices take the
+    reference forward."""
     return (
-        _ONEDNN_FUSION and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+        _ONEDNN_FUSION and x.device.type == 'cpu'
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16))
         and x.dim() == 4 and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
     )

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import models
+from models import poolformer_fused
 from distill import teacher as teacher_mod
 from distill.config import DistillConfig, RecipeError, SoftTermConfig, TermConfig, load_recipe
 from distill.criterion import DistillationCriterion
@@ -64,8 +65,13 @@ def test_fused_poolformer_in_bf16_matches_the_bf16_reference():
         mp.setattr(models.PoolFormerInferenceBlock, '_forward_fused',
                    lambda self, x: calls.append(1) or original(self, x))
         want, got = reference(x), fused(x)
-    assert len(calls) == 12 and got.dtype == torch.bfloat16
-    assert relative_error(got, want) < 2e-2           # bf16 rounding (8 bits), differently ordered
+    assert got.dtype == torch.bfloat16
+    if poolformer_fused._ONEDNN_BF16:
+        assert len(calls) == 12
+        assert relative_error(got, want) < 2e-2       # bf16 rounding (8 bits), differently ordered
+    else:
+        # AVX2-only CPU: oneDNN has no fused bf16 convolutions; the reference forward runs.
+        assert calls == [] and torch.equal(got, want)
 
 
 def test_fused_poolformer_records_the_reference_features():
