@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill.ablation import (  # noqa: E402
-    AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report)
+    AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report, train_teacher)
 
 DEFAULT_CONFIG = 'recipes/digits/ablation.yaml'
 
@@ -61,7 +61,7 @@ def main(argv=None):
         out = Path(args.out or (config.output_dir + ('-smoke' if args.smoke else '')))
         seeds = (args.seeds or config.seeds)[:1] if args.smoke else (args.seeds or config.seeds)
         epochs = 1 if args.smoke else args.epochs
-        if not Path(config.teacher.checkpoint).is_file():
+        if not Path(config.teacher.checkpoint).is_file() and config.teacher.recipe is None:
             raise AblateError(f'teacher checkpoint {config.teacher.checkpoint} not found; train it first '
                               f'(python distill/train.py recipes/digits/teacher.yaml)')
         runs = plan(config, out, seeds, epochs, only, args.smoke)
@@ -77,7 +77,11 @@ def main(argv=None):
     import torch
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    execute(runs, Evaluator(config.teacher), args.jobs, args.threads, args.keep_checkpoints)
+    error = train_teacher(config.teacher, args.jobs * args.threads)
+    if error:
+        print(f'error: teacher training failed: {error}', file=sys.stderr)
+        return 1
+    execute(runs, Evaluator(config.teacher, config.erf), args.jobs, args.threads, args.keep_checkpoints)
     report(out, runs, config, command)
     failed = sum(r.result.get('status') == 'failed' for r in runs)
     print(f'done in {time.perf_counter() - start:.0f}s: {out / "ablation.md"}, {out / "summary.csv"}, '

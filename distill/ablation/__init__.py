@@ -13,15 +13,16 @@ features (distill/similarity.py).
     plan.py       runs and their recipes; runs that would compute the same thing become aliases
     runner.py     training subprocesses (resumable; finished runs are skipped), results
     evaluator.py  a finished student against the teacher
-    report.py     ablation.md, summary.csv, runs.csv, ablation.png
+    stats.py      differences between variants with 95 % confidence intervals
+    report.py     ablation.md, summary.csv, runs.csv, comparisons.csv, ablation.png, erf.png
 """
 from .config import AblateError, AblationConfig, AblationTeacher, Setting, Variant, load_ablation_config
 from .evaluator import Evaluator, load_student
 from .plan import Run, canonical, check_existing, plan
 from .report import aggregate, report
-from .runner import execute
+from .runner import execute, train_teacher
 
 __all__ = [
     'AblateError', 'AblationConfig', 'AblationTeacher', 'Evaluator', 'Run', 'Setting', 'Variant', 'aggregate',
-    'canonical', 'check_existing', 'execute', 'load_ablation_config', 'load_student', 'plan', 'report',
+    'canonical', 'check_existing', 'execute', 'load_ablation_config', 'load_student', 'plan', 'report', 'train_teacher',
 ]

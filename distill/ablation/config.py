@@ -16,9 +16,12 @@ class AblateError(RecipeError):
 
 @dataclass
 class AblationTeacher:
-    """The PoolFormer teacher of every variant that has one, and of the similarity metrics."""
+    """The PoolFormer teacher of every variant that has one, and of the similarity metrics.
+    With `recipe`, a missing checkpoint is trained first from that recipe (into the folder of
+    `checkpoint`), so that one command runs the whole study."""
     arch: str = 'poolformer_mini'
     checkpoint: str = ''
+    recipe: Optional[str] = None
 
 
 @dataclass
@@ -38,6 +41,29 @@ class Setting:
 
 
 @dataclass
+class Comparison:
+    """A difference to report with its confidence interval: mean(a) - mean(b) over seeds of
+    `metric`; a and b are run names, VARIANT (first setting) or VARIANT@SETTING."""
+    name: str = ''
+    a: str = ''
+    b: str = ''
+    metric: str = 'top1'                # top1 | agreement | erf_rms_radius | erf_area50
+    question: Optional[str] = None      # what the difference answers, for the report
+
+
+@dataclass
+class ERFConfig:
+    """Effective receptive fields (distill/erf.py) of the centre unit of `block`'s output,
+    averaged over the first `images` validation images, for every run and the teacher."""
+    block: str = 'stages.2'
+    images: int = 128
+    show: List[str] = field(default_factory=list)     # run names whose mean ERF the figure shows
+
+
+METRICS = ('top1', 'agreement', 'erf_rms_radius', 'erf_area50')
+
+
+@dataclass
 class AblationConfig:
     teacher: Optional[AblationTeacher] = None
     variants: List[Variant] = field(default_factory=list)
@@ -45,11 +71,23 @@ class AblationConfig:
     seeds: List[int] = field(default_factory=lambda: [0])
     overrides: List[str] = field(default_factory=list)       # applied to every run
     output_dir: str = 'runs/ablation'
+    comparisons: List[Comparison] = field(default_factory=list)
+    erf: Optional[ERFConfig] = None
+
+    def run_names(self) -> List[str]:
+        """VARIANT for the first setting, VARIANT@SETTING for the others (as plan names runs)."""
+        return [v if i == 0 else f'{v}@{s.name}' for i, s in enumerate(self.settings) for v in s.variants]
 
     def validate(self, path) -> 'AblationConfig':
         if self.teacher is None or not self.teacher.checkpoint:
             raise AblateError(f'{path}: teacher: expected {{arch, checkpoint}} (the PoolFormer teacher of the '
                               f'variants and of the similarity metrics)')
+        if self.teacher.recipe is not None:
+            if not Path(self.teacher.recipe).is_file():
+                raise AblateError(f'{path}: teacher.recipe {self.teacher.recipe}: no such recipe')
+            if Path(self.teacher.checkpoint).name != 'model.safetensors':
+                raise AblateError(f'{path}: teacher.checkpoint must end in model.safetensors when teacher.recipe '
+                                  f'trains it (the trainer writes OUTPUT_DIR/model.safetensors)')
         if not self.variants:
             raise AblateError('variants: expected a non-empty list of mappings')
         if not self.settings:
@@ -74,6 +112,23 @@ class AblationConfig:
             if bad:
                 raise AblateError(f'setting {s.name!r}: unknown variant(s) {bad}; declared: {known}')
             s.variants = subset
+        names = self.run_names()
+        for c in self.comparisons:
+            if not c.name:
+                raise AblateError('comparisons: every comparison needs a name')
+            for side in (c.a, c.b):
+                if side not in names:
+                    raise AblateError(f'comparison {c.name!r}: unknown run {side!r}; runs: {", ".join(names)}')
+            if c.metric not in METRICS:
+                raise AblateError(f'comparison {c.name!r}: metric {c.metric!r}; use one of {", ".join(METRICS)}')
+            if c.metric.startswith('erf') and self.erf is None:
+                raise AblateError(f'comparison {c.name!r}: metric {c.metric} needs an erf section')
+        if self.erf is not None:
+            if self.erf.images < 1:
+                raise AblateError(f'erf.images must be at least 1, got {self.erf.images}')
+            bad = [n for n in self.erf.show if n not in names]
+            if bad:
+                raise AblateError(f'erf.show: unknown run(s) {bad}; runs: {", ".join(names)}')
         return self
 
 

@@ -1,8 +1,10 @@
 """A finished ablation run's student against the teacher: top-1, agreement and per-block CKA /
-normalised MSE on the validation split (distill/similarity.py), RIFormers in deploy form."""
+normalised MSE on the validation split (distill/similarity.py), RIFormers in deploy form; with an
+`erf` section, the effective receptive field of student and teacher (distill/erf.py)."""
 import json
 import threading
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -10,16 +12,18 @@ import models
 
 from ..config import load_recipe
 from ..data import build_datasets
+from ..erf import effective_receptive_field
 from ..recorders import default_imitated_blocks
 from ..similarity import collect, compare
-from .config import AblationTeacher
+from .config import AblationTeacher, ERFConfig
 
 
 class Evaluator:
     """Evaluates final students against the teacher; the teacher's pass is computed once."""
 
-    def __init__(self, teacher: AblationTeacher):
+    def __init__(self, teacher: AblationTeacher, erf: Optional[ERFConfig] = None):
         self.teacher = teacher
+        self.erf = erf
         self._teacher_cache = {}
         self._lock = threading.Lock()     # one evaluation at a time: they share the CPU
 
@@ -27,7 +31,9 @@ class Evaluator:
         cached = run_dir / 'ablation_metrics.json'
         model_file = run_dir / 'model.safetensors'
         if cached.is_file() and cached.stat().st_mtime >= model_file.stat().st_mtime:
-            return json.loads(cached.read_text())
+            metrics = json.loads(cached.read_text())
+            if self.erf is None or metrics.get('erf_block') == self.erf.block:
+                return metrics
         with self._lock:
             metrics = self._evaluate(run_dir)
         cached.write_text(json.dumps(metrics, indent=2))
@@ -42,11 +48,23 @@ class Evaluator:
         key = (recipe.data.source, recipe.data.path, recipe.data.image_size, recipe.data.val_fraction, tuple(blocks))
         if key not in self._teacher_cache:
             teacher = models.create_teacher(self.teacher.arch, self.teacher.checkpoint)
-            self._teacher_cache[key] = collect(teacher, loader, blocks, 'teacher')
-        metrics = compare(collect(student, loader, blocks, 'student'), self._teacher_cache[key])
+            self._teacher_cache[key] = (collect(teacher, loader, blocks, 'teacher'), self._erf(teacher, val_set))
+        teacher_collected, teacher_erf = self._teacher_cache[key]
+        metrics = compare(collect(student, loader, blocks, 'student'), teacher_collected)
         metrics['eval'] = form
         metrics['blocks'] = blocks
+        if self.erf is not None:
+            erf = self._erf(student, val_set)
+            metrics.update(erf_block=self.erf.block, erf_rms_radius=erf.rms_radius, erf_area50=erf.area50,
+                           erf_map=erf.map.tolist(), teacher_erf_rms_radius=teacher_erf.rms_radius,
+                           teacher_erf_area50=teacher_erf.area50, teacher_erf_map=teacher_erf.map.tolist())
         return metrics
+
+    def _erf(self, model, val_set):
+        if self.erf is None:
+            return None
+        images = torch.stack([val_set[i][0] for i in range(min(self.erf.images, len(val_set)))])
+        return effective_receptive_field(model, images, self.erf.block)
 
 
 def load_student(path: Path):

@@ -1,11 +1,15 @@
-"""An ablation's results: mean and sample std over seeds per (setting, variant), written as
-ablation.md, summary.csv, runs.csv and ablation.png."""
+"""An ablation's results: mean and sample std over seeds per (setting, variant), the declared
+comparisons with 95 % confidence intervals (stats.py), written as ablation.md, summary.csv,
+runs.csv, comparisons.csv, ablation.png (top-1, curves with bands over seeds, feature
+similarity), comparisons.png (differences with their intervals) and erf.png (effective
+receptive fields)."""
 import csv
 import math
 from pathlib import Path
 from typing import List
 
 from .plan import Run
+from .stats import difference
 
 
 def mean_std(values):
@@ -29,22 +33,39 @@ def aggregate(runs: List[Run]) -> List[dict]:
                'eval': ', '.join(sorted({r['eval'] for r in ok})) or '-', 'blocks': blocks,
                'reused': any(r.alias_of is not None for r in group),
                'label_fraction': group[0].recipe.data.label_fraction}
-        for key in ('top1', 'agreement', 'train_s', 'teacher_top1'):
+        for key in ('top1', 'agreement', 'train_s', 'teacher_top1', 'erf_rms_radius', 'erf_area50',
+                    'teacher_erf_rms_radius'):
             row[key], row[key + '_std'] = mean_std([r.get(key) for r in ok])
         row['cka'] = [mean_std([r['cka'][b] for r in ok])[0] for b in blocks]
         row['nmse'] = [mean_std([r['nmse'][b] for r in ok])[0] for b in blocks]
-        row['curve'] = _mean_curve([r['curve'] for r in ok])
+        row['curve'], row['curve_std'] = _mean_curve([r['curve'] for r in ok])
         row['points'] = [r['top1'] for r in ok]
         rows.append(row)
     return rows
 
 
 def _mean_curve(curves):
+    """[(epoch, mean)] and [(epoch, std or 0)] over the seeds' validation curves."""
     by_epoch = {}
     for curve in curves:
         for epoch, value in curve:
             by_epoch.setdefault(epoch, []).append(value)
-    return [(e, sum(v) / len(v)) for e, v in sorted(by_epoch.items())]
+    stats = [(e, *mean_std(v)) for e, v in sorted(by_epoch.items())]
+    return [(e, m) for e, m, _ in stats], [(e, sd or 0.) for e, _, sd in stats]
+
+
+def compare_runs(runs: List[Run], comparisons) -> List[dict]:
+    """Each declared comparison: mean(a) - mean(b) of its metric over seeds, with 95 % intervals."""
+    values = {}
+    for run in runs:
+        if run.result.get('status') != 'failed':
+            values.setdefault(run.name, []).append(run.result)
+    out = []
+    for c in comparisons:
+        a = [r.get(c.metric) for r in values.get(c.a, [])]
+        b = [r.get(c.metric) for r in values.get(c.b, [])]
+        out.append({'comparison': c, 'difference': difference(a, b)})
+    return out
 
 
 def _fmt(m, sd=None, digits=2):
@@ -57,7 +78,47 @@ def _joined(values, digits):
     return ' / '.join('-' if v is None else f'{v:.{digits}f}' for v in values) or '-'
 
 
-def markdown(rows, config, runs, command) -> str:
+def _signed(v, digits=2):
+    return f'{v:+.{digits}f}'
+
+
+def comparison_lines(compared) -> List[str]:
+    lines = ['', 'Comparisons: difference of the means over seeds (a - b), 95 % confidence intervals by '
+                 "Welch's t (unequal variances, seeds unpaired) and by bootstrap (10,000 resamples of each "
+                 "side's seeds); resolved = the Welch interval excludes 0.", '',
+             '| comparison | metric | a | b | mean a | mean b | a - b | 95 % CI (Welch) | 95 % CI (bootstrap) | resolved |',
+             '|---|---|---|---|---:|---:|---:|---|---|---|']
+    for item in compared:
+        c, d = item['comparison'], item['difference']
+        if d is None:
+            lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | - | - | - | fewer than 2 runs a side | - | - |')
+            continue
+        lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
+                     f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | '
+                     f'[{_signed(d.boot_low)}, {_signed(d.boot_high)}] | {"yes" if d.resolved else "no"} |')
+    questions = [item['comparison'] for item in compared if item['comparison'].question]
+    if questions:
+        lines += [''] + [f'- {c.name}: {c.question}' for c in questions]
+    return lines
+
+
+def erf_lines(rows, config) -> List[str]:
+    teacher = next((r['teacher_erf_rms_radius'] for r in rows if r.get('teacher_erf_rms_radius') is not None), None)
+    lines = ['', f'Effective receptive field of the centre unit of `{config.erf.block}` (|d unit / d input|, '
+                 f'mean over {config.erf.images} validation images): RMS radius about its centroid in pixels, and '
+                 f'the share of the image holding half of the gradient mass. Teacher: RMS radius '
+                 f'{_fmt(teacher)} px.', '',
+             '| run | n | ERF RMS radius px | ERF area50 % |', '|---|---|---|---|']
+    for r in rows:
+        if r.get('erf_rms_radius') is None or r['reused']:
+            continue
+        area, area_sd = r['erf_area50'], r['erf_area50_std']
+        lines.append(f'| {r["name"]} | {r["n"]} | {_fmt(r["erf_rms_radius"], r["erf_rms_radius_std"])} | '
+                     f'{_fmt(area * 100, area_sd * 100 if area_sd is not None else None)} |')
+    return lines
+
+
+def markdown(rows, config, runs, command, compared=()) -> str:
     teacher = next((r['teacher_top1'] for r in rows if r['teacher_top1'] is not None), None)
     blocks = next((r['blocks'] for r in rows if r['blocks']), [])
     lines = [
@@ -77,6 +138,10 @@ def markdown(rows, config, runs, command) -> str:
         lines.append(f'| {r["setting"]} | {variant} | {r["eval"]} | {n} | {_fmt(r["top1"], r["top1_std"])} | '
                      f'{_fmt(r["agreement"], r["agreement_std"])} | {_joined(r["cka"], 3)} | '
                      f'{_joined(r["nmse"], 3)} | {_fmt(r["train_s"], digits=0)} |')
+    if compared:
+        lines += comparison_lines(compared)
+    if config.erf is not None:
+        lines += erf_lines(rows, config)
     lines += ['', 'Variants:', '']
     ran = {r['variant'] for r in rows}
     for v in (v for v in config.variants if v.name in ran):
@@ -136,9 +201,12 @@ def plot(path: Path, rows):
     for r in ok:
         if r['curve']:
             epochs, values = zip(*r['curve'])
-            ax2.plot(epochs, values, marker='.', label=r['name'], ls='-' if '@' not in r['name'] else '--')
+            line, = ax2.plot(epochs, values, marker='.', label=r['name'], ls='-' if '@' not in r['name'] else '--')
+            spread = [sd for _, sd in r['curve_std']]
+            ax2.fill_between(epochs, [v - sd for v, sd in zip(values, spread)],
+                             [v + sd for v, sd in zip(values, spread)], color=line.get_color(), alpha=.15, lw=0)
     ax2.set_xlabel('epoch')
-    ax2.set_ylabel('val top-1 % (trainer, mean over seeds)')
+    ax2.set_ylabel('val top-1 % (trainer; mean, band ± std over seeds)')
     ax2.set_title('validation curves')
     ax2.set_ylim(top=100)
     ax2.legend(fontsize=8)
@@ -158,9 +226,71 @@ def plot(path: Path, rows):
     plt.close(fig)
 
 
+def plot_comparisons(path: Path, compared):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    items = [i for i in compared if i['difference'] is not None]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(items) + 1.5))
+    for y, item in enumerate(reversed(items)):
+        d = item['difference']
+        ax.errorbar([d.diff], [y], xerr=[[d.diff - d.low], [d.high - d.diff]], fmt='o', capsize=4,
+                    color='tab:blue' if d.resolved else 'tab:grey')
+    ax.axvline(0, color='k', lw=1)
+    ax.set_yticks(range(len(items)), [f'{i["comparison"].name} ({i["comparison"].metric})' for i in reversed(items)])
+    ax.set_xlabel('a - b, mean over seeds with 95 % Welch interval (blue: excludes 0)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_erf(path: Path, runs, config):
+    """The teacher's ERF and the mean ERF over seeds of each run named in erf.show."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from ..erf import mean_map, summarise
+    done = [r for r in runs if r.result.get('erf_map') is not None]
+    if not done:
+        return
+    panels = [('teacher', mean_map([done[0].result['teacher_erf_map']]))]
+    for name in config.erf.show:
+        maps = [r.result['erf_map'] for r in done if r.name == name]
+        if maps:
+            panels.append((f'{name} (mean of {len(maps)})', mean_map(maps)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, m) in zip(axes[0], panels):
+        # sqrt: the tails, where pooling and imitation differ, stay visible next to the peak.
+        ax.imshow(m.sqrt().numpy(), cmap='magma')
+        ax.set_title(f'{title}\nRMS radius {summarise(m).rms_radius:.1f} px', fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f'effective receptive field of the centre unit of {config.erf.block} (sqrt of |gradient|)', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_comparisons_csv(path: Path, compared):
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['comparison', 'metric', 'a', 'b', 'n_a', 'n_b', 'mean_a', 'mean_b', 'diff', 'welch_low',
+                    'welch_high', 'boot_low', 'boot_high', 'resolved'])
+        for item in compared:
+            c, d = item['comparison'], item['difference']
+            w.writerow([c.name, c.metric, c.a, c.b] + ([d.n_a, d.n_b, d.mean_a, d.mean_b, d.diff, d.low, d.high,
+                                                         d.boot_low, d.boot_high, d.resolved] if d else [''] * 10))
+
+
 def report(out: Path, runs, config, command):
     rows = aggregate(runs)
-    (out / 'ablation.md').write_text(markdown(rows, config, runs, command))
+    compared = compare_runs(runs, config.comparisons)
+    (out / 'ablation.md').write_text(markdown(rows, config, runs, command, compared))
     write_csvs(out, rows, runs)
     plot(out / 'ablation.png', rows)
+    if compared:
+        write_comparisons_csv(out / 'comparisons.csv', compared)
+        plot_comparisons(out / 'comparisons.png', compared)
+    if config.erf is not None:
+        plot_erf(out / 'erf.png', runs, config)
     return rows

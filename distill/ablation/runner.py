@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
+from .config import AblationTeacher
 from .evaluator import Evaluator
 from .plan import Run
 
@@ -41,6 +42,30 @@ def train(run: Run, threads: int) -> Optional[str]:
         lines = (run.dir / 'train.log').read_text().strip().splitlines()
         errors = [line for line in lines if line.startswith('error:')]
         return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
+    return None
+
+
+def train_teacher(teacher: AblationTeacher, threads: int, say=print) -> Optional[str]:
+    """Train the config's teacher from `teacher.recipe` when its checkpoint is missing (resuming a
+    partial run); None when the checkpoint is there afterwards, else the error."""
+    checkpoint = Path(teacher.checkpoint)
+    if checkpoint.is_file():
+        return None
+    out = checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(TRAIN_SCRIPT), teacher.recipe, f'student.arch={teacher.arch}',
+           f'train.output_dir={out}', 'train.progress=false', 'resume=true']
+    say(f'teacher: {checkpoint} not there yet, training it ({" ".join(shlex.quote(c) for c in cmd[1:])}; '
+        f'log {out / "train.log"})', flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+    with open(out / 'train.log', 'a') as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0 or not checkpoint.is_file():
+        lines = (out / 'train.log').read_text().strip().splitlines()
+        errors = [line for line in lines if line.startswith('error:')]
+        return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
+    say(f'teacher: trained in {time.perf_counter() - start:.0f}s', flush=True)
     return None
 
 

@@ -1,0 +1,164 @@
+"""The study's statistics (distill/ablation/stats.py), effective receptive fields (distill/erf.py),
+comparisons in the report, and the config checks that go with them."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+from scipy import stats as scipy_stats
+
+from distill.ablation import load_ablation_config, plan
+from distill.ablation.config import AblateError, Comparison
+from distill.ablation.report import compare_runs, markdown, aggregate, report
+from distill.ablation.stats import bootstrap, difference, welch
+from distill.erf import effective_receptive_field, summarise
+
+A = [71.2, 69.8, 70.5, 72.0, 70.9, 71.5, 70.1, 71.8]
+B = [69.0, 68.1, 70.2, 68.8, 69.5, 67.9, 69.9, 68.4]
+
+
+def test_welch_matches_scipy():
+    diff, low, high = welch(A, B)
+    ref = scipy_stats.ttest_ind(A, B, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(A) / 8 - sum(B) / 8)
+    assert (low, high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    unequal = welch([1.0, 2.0, 3.0], [5.0, 5.5, 4.5, 5.2, 4.9])
+    ref = scipy_stats.ttest_ind([1.0, 2.0, 3.0], [5.0, 5.5, 4.5, 5.2, 4.9], equal_var=False).confidence_interval()
+    assert unequal[1:] == (pytest.approx(ref.low), pytest.approx(ref.high))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_difference():
+    low, high = bootstrap(A, B)
+    assert (low, high) == bootstrap(A, B)
+    diff = sum(A) / 8 - sum(B) / 8
+    assert low < diff < high
+    w = welch(A, B)
+    assert abs((high - low) - (w[2] - w[1])) < 0.6 * (w[2] - w[1])    # same size as Welch's
+
+
+def test_difference_resolves_only_separated_groups():
+    assert difference(A, B).resolved
+    assert not difference(A, [a + 0.1 for a in reversed(A)]).resolved
+    assert difference(A, [70.0]) is None                              # one seed: no interval
+    with pytest.raises(ValueError, match='at least 2 seeds'):
+        welch([1.0], [1.0, 2.0])
+
+
+def test_summarise_known_maps():
+    point = torch.zeros(9, 9, dtype=torch.float64)
+    point[4, 4] = 3.0
+    erf = summarise(point)
+    assert erf.rms_radius == 0 and erf.area50 == pytest.approx(1 / 81) and erf.map.sum() == pytest.approx(1)
+    uniform = summarise(torch.ones(9, 9, dtype=torch.float64))
+    # RMS distance from the centre of a uniform 9 x 9 grid: sqrt(2 * mean((i - 4)^2)).
+    assert uniform.rms_radius == pytest.approx(math.sqrt(2 * sum((i - 4) ** 2 for i in range(9)) / 9))
+    assert uniform.area50 == pytest.approx(41 / 81)
+    with pytest.raises(ValueError, match='zero everywhere'):
+        summarise(torch.zeros(3, 3))
+
+
+class TwoConvs(nn.Module):
+    """A k x k convolution, then (optionally) a 3 x 3 average pool: its ERF support is known."""
+
+    def __init__(self, k, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, k, padding=k // 2)
+        self.mix = nn.AvgPool2d(3, 1, 1) if pool else nn.Identity()
+        nn.init.uniform_(self.conv.weight, 0.5, 1.0)
+
+    def forward(self, x):
+        return self.mix(self.conv(x)).mean((2, 3))
+
+
+def test_erf_support_and_pooling_widens_it():
+    images = torch.rand(4, 3, 17, 17) + 0.1
+    plain = effective_receptive_field(TwoConvs(3, pool=False), images, 'mix')
+    support = (plain.map > 0).nonzero()
+    # The centre unit (8, 8) of a 3 x 3 convolution depends on pixels 7..9 only.
+    assert support.min(0).values.tolist() == [7, 7] and support.max(0).values.tolist() == [9, 9]
+    pooled = effective_receptive_field(TwoConvs(3, pool=True), images, 'mix')
+    assert (pooled.map > 0).sum() == 25 and pooled.rms_radius > plain.rms_radius
+    with pytest.raises(ValueError, match=r'expected a \[N, C, H, W\] map'):
+        effective_receptive_field(TwoConvs(3, pool=False), images, '')
+
+
+def write(tmp_path, **extra):
+    teacher = tmp_path / 'teacher' / 'model.safetensors'
+    config = {
+        'teacher': {'arch': 'poolformer_mini', 'checkpoint': str(teacher)},
+        'seeds': [0, 1],
+        'settings': [{'name': 'full'}, {'name': 'labels10', 'overrides': ['data.label_fraction=0.1'],
+                                         'variants': ['plain']}],
+        'variants': [{'name': 'plain', 'recipe': 'recipes/digits/plain.yaml'},
+                     {'name': 'imitation', 'recipe': 'recipes/digits/imitation.yaml'}],
+        **extra,
+    }
+    path = tmp_path / 'a.yaml'
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize('extra, message', [
+    ({'comparisons': [{'name': 'x', 'a': 'plain', 'b': 'imitation@labels10'}]}, "unknown run 'imitation@labels10'"),
+    ({'comparisons': [{'name': 'x', 'a': 'plain', 'b': 'imitation', 'metric': 'loss'}]}, "metric 'loss'"),
+    ({'comparisons': [{'name': 'x', 'a': 'plain', 'b': 'imitation', 'metric': 'erf_rms_radius'}]}, 'needs an erf section'),
+    ({'erf': {'show': ['nope']}}, "erf.show: unknown run(s) ['nope']"),
+    ({'erf': {'images': 0}}, 'erf.images must be at least 1'),
+])
+def test_comparison_and_erf_config_errors(tmp_path, extra, message):
+    with pytest.raises(AblateError) as e:
+        load_ablation_config(write(tmp_path, **extra))
+    assert message in str(e.value)
+
+
+def test_teacher_recipe_must_name_the_trainers_output(tmp_path):
+    path = write(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw['teacher'].update(recipe='recipes/digits/teacher.yaml', checkpoint=str(tmp_path / 'teacher.pt'))
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(AblateError, match='must end in model.safetensors'):
+        load_ablation_config(path)
+    raw['teacher'].update(recipe='recipes/nope.yaml')
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(AblateError, match='no such recipe'):
+        load_ablation_config(path)
+
+
+def fake_results(runs, top1, erf_radius):
+    for run in runs:
+        m = torch.rand(8, 8, generator=torch.Generator().manual_seed(run.seed)).double()
+        m /= m.sum()
+        run.result = {'status': 'trained', 'eval': 'deploy', 'top1': top1[run.name][run.seed], 'agreement': 90.0,
+                      'teacher_top1': 95.0, 'blocks': ['b'], 'cka': {'b': 0.9}, 'nmse': {'b': 0.1}, 'train_s': 10.0,
+                      'curve': [(1, 50.0 + run.seed), (2, 60.0 + run.seed)], 'erf_rms_radius': erf_radius[run.name],
+                      'erf_area50': 0.1, 'erf_map': m.tolist(), 'teacher_erf_rms_radius': 3.0,
+                      'teacher_erf_area50': 0.2, 'teacher_erf_map': m.tolist()}
+
+
+def test_report_writes_comparisons_with_intervals(tmp_path):
+    config = load_ablation_config(write(tmp_path, seeds=[0, 1, 2], erf={'show': ['imitation']}, comparisons=[
+        {'name': 'imitation_vs_plain', 'a': 'imitation', 'b': 'plain', 'question': 'does it help?'},
+        {'name': 'labels', 'a': 'plain', 'b': 'plain@labels10'},
+    ]))
+    runs = plan(config, tmp_path / 'out', config.seeds, None, [], False)
+    top1 = {'plain': [60.0, 61.0, 62.0], 'imitation': [70.0, 71.0, 72.5], 'plain@labels10': [60.5, 62.0, 61.0]}
+    fake_results(runs, top1, {'plain': 2.0, 'imitation': 2.5, 'plain@labels10': 2.0})
+    (tmp_path / 'out').mkdir()
+    report(tmp_path / 'out', runs, config, 'python tools/ablate.py')
+    md = (tmp_path / 'out' / 'ablation.md').read_text()
+    row = next(line for line in md.splitlines() if line.startswith('| imitation_vs_plain |'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    ref = scipy_stats.ttest_ind(top1['imitation'], top1['plain'], equal_var=False).confidence_interval()
+    assert cells[6] == f'{sum(top1["imitation"]) / 3 - 61.0:+.2f}'
+    assert cells[7] == f'[{ref.low:+.2f}, {ref.high:+.2f}]' and cells[9] == 'yes'
+    assert next(line for line in md.splitlines() if line.startswith('| labels |')).endswith('| no |')
+    assert '- imitation_vs_plain: does it help?' in md
+    assert '| imitation | 3 | 2.50 ± 0.00 |' in md            # ERF table
+    for name in ('ablation.png', 'comparisons.png', 'erf.png'):
+        assert (tmp_path / 'out' / name).read_bytes()[:4] == b'\x89PNG'
+    assert (tmp_path / 'out' / 'comparisons.csv').read_text().count('\n') == 3
+    # Bands over seeds: the curve's spread per epoch.
+    plain = next(r for r in aggregate(runs) if r['name'] == 'plain')
+    assert plain['curve'] == [(1, 51.0), (2, 61.0)] and plain['curve_std'] == [(1, 1.0), (2, 1.0)]
