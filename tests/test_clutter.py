@@ -91,3 +91,12 @@ def test_bad_clutter_settings_name_the_key(tmp_path, override, message):
     recipe.write_text('data: {source: clutter_digits, image_size: 64}\ndistill: {ce: {weight: 1.0}}\n')
     with pytest.raises(RecipeError, match=message):
         load_recipe(recipe, [override])
+
+
+def test_items_are_drawn_once_and_stay_the_same():
+    data = ClutteredDigits('train', 5, spec())
+    first = [np.asarray(data[i][0]) for i in range(5)]
+    assert len(data._canvases) == 5
+    for i in range(5):
+        np.testing.assert_array_equal(np.asarray(data[i][0]), first[i])
+        np.testing.assert_array_equal(first[i][..., 0], data.draw(i)[0])

@@ -70,7 +70,7 @@ class Evaluator:
 def load_student(path: Path):
     """(model, how): the deploy form of a RIFormer checkpoint (written next to it when missing or
     stale), else the trained model."""
-    if models.read_metadata(path).get('format') == models.checkpoint.FORMAT:
+    if models.read_metadata(path).get('format') == models.checkpoint_io.FORMAT:
         deploy = path.with_name(path.name.replace('.safetensors', '.deploy.safetensors'))
         if not deploy.is_file() or deploy.stat().st_mtime < path.stat().st_mtime:
             try:
