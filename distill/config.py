@@ -30,6 +30,9 @@ class StudentConfig:
     # affine: RIFormer's learnable mixer. identity: the mixer fixed to the identity (the block is
     # x + ls1 * norm1(x)), the paper's "identity" student of Tables 1 and 7.
     mixer: str = 'affine'
+    # Initial layer scale of every block; null: the architecture's (1e-5 / 1e-6, as PoolFormer).
+    # Short CPU runs use a larger one so that the token mixer is used at all (recipes/clutter).
+    layer_scale_init: Optional[float] = None
     pretrained_checkpoint: Optional[str] = None   # start from these weights (e.g. fine-tuning)
     # torch.compile backend: null (off) | inductor (aot_eager and eager only trace: for tests).
     compile: Optional[str] = None

@@ -53,7 +53,7 @@ def build_student(recipe, num_classes, teacher=None):
     # The teacher's own file; a teacher with timm's pretrained weights hands over its state dict.
     teacher_weights = (recipe.teacher.checkpoint or teacher.state_dict()) if cfg.init_from_teacher else None
     return models.create_student(cfg.arch, num_classes, cfg.drop_path, cfg.mixer, teacher_weights,
-                                 cfg.pretrained_checkpoint)
+                                 cfg.pretrained_checkpoint, cfg.layer_scale_init)
 
 
 def build_teachers(recipe, num_classes):

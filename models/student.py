@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 
 from .checkpoint_io import load_checked, read_state_dict
-from .riformer import RIFormer, RIFormerBlock
+from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .teachers import adapt_head, init_from_teacher
 
 
 def create_student(arch: str, num_classes: int, drop_path: float = 0.0, mixer: str = 'affine',
                    teacher_weights: Union[str, Mapping, None] = None,
-                   checkpoint: Optional[str] = None) -> nn.Module:
+                   checkpoint: Optional[str] = None, layer_scale_init: Optional[float] = None) -> nn.Module:
     """A student in training mode, built in the trainer's order: timm model, teacher weights,
     mixer, own checkpoint.
 
@@ -26,6 +26,8 @@ def create_student(arch: str, num_classes: int, drop_path: float = 0.0, mixer: s
         teacher_weights: a PoolFormer checkpoint path or state dict to copy every weight but the
             affine mixers from (`init_from_teacher`).
         checkpoint: the student's own weights (any layout `read_state_dict` reads), loaded last.
+        layer_scale_init: initial layer scale of every block (None: the architecture's, 1e-5 or
+            1e-6 as in PoolFormer); RIFormer and timm's MetaFormer (PoolFormer) students alike.
 
     Returns:
         The model.
@@ -42,7 +44,12 @@ def create_student(arch: str, num_classes: int, drop_path: float = 0.0, mixer: s
     """
     if mixer not in ('affine', 'identity'):
         raise ValueError(f'mixer {mixer!r}: use affine or identity')
-    student = timm.create_model(arch, num_classes=num_classes, drop_path_rate=drop_path)
+    extra = {}
+    if layer_scale_init is not None:
+        # RIFormer's argument is singular, timm's MetaFormer (PoolFormer) takes one per stage.
+        extra = ({'layer_scale_init_value': layer_scale_init} if arch.split('.')[0] in ARCHS
+                 else {'layer_scale_init_values': layer_scale_init})
+    student = timm.create_model(arch, num_classes=num_classes, drop_path_rate=drop_path, **extra)
     if teacher_weights is not None:
         init_from_teacher(student, teacher_weights)
     if mixer == 'identity':

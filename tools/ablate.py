@@ -77,7 +77,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    error = train_teacher(config.teacher, args.jobs * args.threads)
+    error = train_teacher(config.teacher, args.threads)
     if error:
         print(f'error: teacher training failed: {error}', file=sys.stderr)
         return 1
