@@ -12,7 +12,7 @@ import yaml
 
 from distill.ablation import load_ablation_config, plan
 from distill.similarity import linear_cka, normalised_mse
-from tools import ablate
+from distill.cli import ablate
 
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread per process: the CI machine has 2 shared cores, where spinning OpenMP
