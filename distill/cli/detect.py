@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train, validate, predict with and export ultralytics detectors on a deploy backbone.
 
-    python tools/detect.py train   --cfg recipes/detect/yolov8-riformer_s12.yaml --backbone S12.deploy.safetensors --data data.yaml
+    python tools/detect.py train   --cfg recipes/detect/yolov8-riformer_s12.yaml --backbone riformer_s12.deploy.safetensors --data data.yaml
     python tools/detect.py train   --weights runs/detect/exp/weights/last.pt --data other.yaml   # fine-tune
     python tools/detect.py train   --resume runs/detect/exp/weights/last.pt
     python tools/detect.py val     --weights runs/detect/exp/weights/best.pt --data data.yaml

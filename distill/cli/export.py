@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Export a deploy backbone: ONNX, TorchScript, mmpretrain's RIFormer layout, or a deploy file.
 
-    python tools/export.py S12.deploy.safetensors --format onnx [--features --out-indices 1 2 3]
-    python tools/export.py S12.deploy.safetensors --format torchscript
-    python tools/export.py S12.deploy.safetensors --format mmpretrain        # for mmdet / mmpretrain
+    python tools/export.py riformer_s12.deploy.safetensors --format onnx [--features --out-indices 1 2 3]
+    python tools/export.py riformer_s12.deploy.safetensors --format torchscript
+    python tools/export.py riformer_s12.deploy.safetensors --format mmpretrain        # for mmdet / mmpretrain
     python tools/export.py fasternet_t0 --weights fasternet_t0.pth --format deploy
 
 SOURCE: a deploy checkpoint (tools/reparam.py, or an EfficientViT/FasterNet deploy file written

@@ -9,7 +9,7 @@ backbone's channels and strides), so their channel bookkeeping, stride computati
 and Detect bias init run unchanged; the stand-ins are then swapped for `DeployBackbone` and
 `Pick` modules. Our YAML rows are the same as for ultralytics:
 
-    - [-1, 1, DeployBackbone, [riformer_s12, [1, 2, 3], "'S12.deploy.safetensors'"]]   # 0
+    - [-1, 1, DeployBackbone, [riformer_s12, [1, 2, 3], "'riformer_s12.deploy.safetensors'"]]   # 0
     - [0, 1, Index, [128, 0]]                                              # 1..3, consecutive
 
 Usage (`yolo_module`: 'yolov5.models.yolo' for the `yolov5` package, 'yolo9.models.yolo' for
