@@ -162,3 +162,11 @@ def test_report_writes_comparisons_with_intervals(tmp_path):
     # Bands over seeds: the curve's spread per epoch.
     plain = next(r for r in aggregate(runs) if r['name'] == 'plain')
     assert plain['curve'] == [(1, 51.0), (2, 61.0)] and plain['curve_std'] == [(1, 1.0), (2, 1.0)]
+
+
+@pytest.mark.parametrize('arch', ['riformer_mini', 'poolformer_mini'])
+def test_student_layer_scale_init(arch):
+    import models
+    scales = lambda m: torch.cat([p.flatten() for n, p in m.named_parameters() if 'layer_scale' in n])
+    assert torch.all(scales(models.create_student(arch, 10, layer_scale_init=0.5)) == 0.5)
+    assert torch.allclose(scales(models.create_student(arch, 10)), torch.tensor(1e-5))
