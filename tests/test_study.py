@@ -170,3 +170,23 @@ def test_student_layer_scale_init(arch):
     scales = lambda m: torch.cat([p.flatten() for n, p in m.named_parameters() if 'layer_scale' in n])
     assert torch.all(scales(models.create_student(arch, 10, layer_scale_init=0.5)) == 0.5)
     assert torch.allclose(scales(models.create_student(arch, 10)), torch.tensor(1e-5))
+
+
+def test_train_teacher_from_its_recipe(tmp_path):
+    """A missing teacher is trained from `teacher.recipe` into the checkpoint's folder; a bad
+    recipe comes back as the trainer's error line; an existing checkpoint is left alone."""
+    from distill.ablation import AblationTeacher, train_teacher
+    raw = yaml.safe_load(Path('recipes/digits/teacher.yaml').read_text())
+    raw['train']['epochs'] = 1
+    recipe = tmp_path / 'teacher.yaml'
+    recipe.write_text(yaml.safe_dump(raw))
+    checkpoint = tmp_path / 'teacher' / 'model.safetensors'
+    said = []
+    teacher = AblationTeacher('poolformer_mini', str(checkpoint), str(recipe))
+    assert train_teacher(teacher, 1, say=lambda *a, **k: said.append(a[0])) is None
+    assert checkpoint.is_file() and said[-1].startswith('teacher: trained in')
+    assert train_teacher(teacher, 1, say=lambda *a, **k: said.append(a[0])) is None and len(said) == 2
+    raw['train']['epochz'] = 1
+    recipe.write_text(yaml.safe_dump(raw))
+    bad = AblationTeacher('poolformer_mini', str(tmp_path / 'other' / 'model.safetensors'), str(recipe))
+    assert "unknown recipe key 'train.epochz'" in train_teacher(bad, 1, say=lambda *a, **k: None)

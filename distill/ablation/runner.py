@@ -27,22 +27,28 @@ def finished(run_dir: Path, epochs: int) -> bool:
     return summary.get('epochs') == epochs and 'final' in summary and (run_dir / 'model.safetensors').is_file()
 
 
-def train(run: Run, threads: int) -> Optional[str]:
-    """Train one run in a subprocess (resuming a partial one); None on success, else the error."""
-    run.dir.mkdir(parents=True, exist_ok=True)
+def run_trainer(args: List[str], log_path: Path, threads: int) -> Optional[str]:
+    """`distill/train.py ARGS resume=true` in a subprocess, output appended to `log_path`; None on
+    success, else the trainer's last `error:` line (or its last line)."""
     # resume=true continues from the newest checkpoint, or starts afresh when there is none.
-    cmd = [sys.executable, str(TRAIN_SCRIPT), run.recipe_path, *run.overrides, 'resume=true']
+    cmd = [sys.executable, str(TRAIN_SCRIPT), *args, 'resume=true']
     # One thread per job: on a shared CPU, torch's spinning OpenMP threads slow down many-fold.
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
-    with open(run.dir / 'train.log', 'a') as log:
+    with open(log_path, 'a') as log:
         log.write('$ ' + ' '.join(shlex.quote(c) for c in cmd) + '\n')
         log.flush()
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
-        lines = (run.dir / 'train.log').read_text().strip().splitlines()
+        lines = log_path.read_text().strip().splitlines()
         errors = [line for line in lines if line.startswith('error:')]
         return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
     return None
+
+
+def train(run: Run, threads: int) -> Optional[str]:
+    """Train one run in a subprocess (resuming a partial one); None on success, else the error."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    return run_trainer([run.recipe_path, *run.overrides], run.dir / 'train.log', threads)
 
 
 def train_teacher(teacher: AblationTeacher, threads: int, say=print) -> Optional[str]:
@@ -53,20 +59,15 @@ def train_teacher(teacher: AblationTeacher, threads: int, say=print) -> Optional
         return None
     out = checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(TRAIN_SCRIPT), teacher.recipe, f'student.arch={teacher.arch}',
-           f'train.output_dir={out}', 'train.progress=false', 'resume=true']
-    say(f'teacher: {checkpoint} not there yet, training it ({" ".join(shlex.quote(c) for c in cmd[1:])}; '
-        f'log {out / "train.log"})', flush=True)
+    args = [teacher.recipe, f'student.arch={teacher.arch}', f'train.output_dir={out}', 'train.progress=false']
+    say(f'teacher: {checkpoint} not there yet, training it ({" ".join(args)}; log {out / "train.log"})', flush=True)
     start = time.perf_counter()
-    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
-    with open(out / 'train.log', 'a') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0 or not checkpoint.is_file():
-        lines = (out / 'train.log').read_text().strip().splitlines()
-        errors = [line for line in lines if line.startswith('error:')]
-        return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
-    say(f'teacher: trained in {time.perf_counter() - start:.0f}s', flush=True)
-    return None
+    error = run_trainer(args, out / 'train.log', threads)
+    if error is None and not checkpoint.is_file():
+        error = f'the trainer wrote no {checkpoint}'
+    if error is None:
+        say(f'teacher: trained in {time.perf_counter() - start:.0f}s', flush=True)
+    return error
 
 
 def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep_checkpoints: bool, say=print):
