@@ -180,21 +180,61 @@ class RelationMSE(nn.Module):
                     target = relation_matrix(t)
                 loss = (relation_matrix(s) - target).pow(2).mean()
             else:
-                a = _tokens(s)
-                with torch.no_grad():
-                    b = _tokens(t)
-                p, q = a + b, a - b
-                pq = _gram(p, q)
-                sq_dist = 0.5 * ((_gram(p, p) * _gram(q, q)).sum() + (pq * pq.transpose(1, 2)).sum())
-                loss = sq_dist / (n * hw * hw)
+                loss = GramRelationDistance.apply(s, t.detach()) / (n * hw * hw)
             losses.append(loss)
         return torch.stack(losses).mean() * self.scale
 
 
+class GramRelationDistance(torch.autograd.Function):
+    """sum_n ||A^T A - B^T B||_F^2 over samples, A and B the student's and teacher's tokens
+    (L2-normalised over C), from C x C products, with the gradient written out.
+
+    With P = A + B, Q = A - B and M = A^T A - B^T B = (P^T Q + Q^T P) / 2:
+    ||M||^2 = (<P P^T, Q Q^T> + <P Q^T, Q P^T>) / 2, and dL/dA = 4 A M
+    = (P P^T + Q P^T) Q + (P Q^T + Q Q^T) P, which reuses the forward's three Gram matrices: five
+    C x C x HW products in all where autograd's graph of the same formula takes nine, and no
+    autograd passes over the wide P and Q (PoolFormer-S12 stage 1: 3,136 tokens of 64 channels).
+    Every term carries Q, so nothing large cancels in float32. Tokens are laid out (N, HW, C): a
+    view of channels_last maps, which is how the trainer runs."""
+
+    @staticmethod
+    def forward(ctx, s, t):
+        x = _token_rows(s)
+        norm = x.norm(dim=2, keepdim=True)
+        scale = norm.clamp_min(NORMALIZE_EPS)            # F.normalize's max(||x||, eps)
+        a = x / scale
+        b = F.normalize(_token_rows(t), dim=2)
+        p, q = a + b, a - b
+        g_pp, g_qq, g_pq = _gram_rows(p, p), _gram_rows(q, q), _gram_rows(p, q)
+        ctx.save_for_backward(a, p, q, scale, norm > NORMALIZE_EPS, g_pp, g_qq, g_pq)
+        ctx.map_shape = s.shape
+        return 0.5 * ((g_pp * g_qq).sum() + (g_pq * g_pq.transpose(1, 2)).sum())
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, p, q, scale, scaled, g_pp, g_qq, g_pq = ctx.saved_tensors
+        # Token rows: dL/dA^T = Q^T (G_pp + G_pq) + P^T (G_pq^T + G_qq) (the Grams are C x C).
+        g_a = torch.baddbmm(q @ (g_pp + g_pq), p, g_pq.transpose(1, 2) + g_qq).mul_(grad)
+        # Through the normalisation a = x / max(||x||, eps): the radial part goes where ||x|| > eps.
+        radial = (a * g_a).sum(2, keepdim=True).mul_(scaled)
+        g_x = (g_a - a * radial).div_(scale)
+        n, c, h, w = ctx.map_shape
+        return g_x.view(n, h, w, c).permute(0, 3, 1, 2), None
+
+
+NORMALIZE_EPS = 1e-12                    # F.normalize's default
+
+
 def _tokens(y):
-    # N, C, HW: each token (a column) L2-normalised over C; this layout needs no transposes.
+    # N, C, HW: each token (a column) L2-normalised over C.
     return F.normalize(y.float().flatten(2), dim=1)
 
 
-def _gram(a, b):
-    return a @ b.transpose(1, 2)                                         # N, C, C
+def _token_rows(y):
+    # N, HW, C: one row per token; a view for channels_last maps, one copy for NCHW.
+    n, c = y.shape[:2]
+    return y.permute(0, 2, 3, 1).reshape(n, -1, c)
+
+
+def _gram_rows(a, b):
+    return a.transpose(1, 2) @ b                                         # N, C, C
