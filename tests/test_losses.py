@@ -248,3 +248,23 @@ def test_gram_relation_gradient_is_autograds(layout):
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64, generator=g).contiguous(memory_format=layout).requires_grad_(True)
     y = torch.randn(2, 5, 3, 4, dtype=torch.float64, generator=g)
     assert torch.autograd.gradcheck(lambda a: GramRelationDistance.apply(a, y), (x,))
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'channels_last'])
+def test_feature_mse_is_autograds_bitwise(layout):
+    """The written-out MSE gives autograd's value and gradient bit for bit (the trainer's
+    results do not move with it), takes an inference-mode teacher tensor and gives the
+    teacher no gradient."""
+    g = torch.Generator().manual_seed(5)
+    maps = [(3, 8, 6, 5), (3, 16, 3, 3)]
+    s = [torch.randn(*m, generator=g).contiguous(memory_format=layout).requires_grad_(True) for m in maps]
+    with torch.inference_mode():
+        t = [torch.randn(*m, generator=g).contiguous(memory_format=layout) for m in maps]
+    got = FeatureMSE(16.)(s, t)
+    got_grads = torch.autograd.grad(got * 0.37, s)
+    reference = torch.stack([(a - b.clone()).pow(2).mean() for a, b in zip(s, t)]).mean() * 16.
+    ref_grads = torch.autograd.grad(reference * 0.37, s)
+    assert torch.equal(got, reference)
+    for a, b in zip(got_grads, ref_grads):
+        assert torch.equal(a, b)
+        assert a.abs().sum() > 0
