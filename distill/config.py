@@ -133,6 +133,9 @@ class TrainConfig:
     # Student (and teacher) in channels_last: oneDNN trains convolutions about 2x faster in it
     # on CPUs; the teacher always follows the student's layout.
     channels_last: bool = True
+    # glibc malloc keeps freed memory instead of unmapping it (distill/host_memory.py): each step
+    # reuses its large tensors without page faults; false leaves the C library's defaults.
+    keep_host_memory: bool = True
     eval_every: int = 1                     # epochs
     checkpoint_every: int = 1               # epochs
     keep_checkpoints: int = 2

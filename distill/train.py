@@ -28,6 +28,7 @@ from timm.scheduler import CosineLRScheduler  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import models  # noqa: E402
+from distill import host_memory  # noqa: E402
 from distill.train_state import (  # noqa: E402
     TrainState, latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
@@ -147,11 +148,14 @@ def run(recipe, check_only=False):
     problems = check_inputs(recipe)        # files, folders, names, output_dir: all at once
     if problems:
         raise InputErrors(problems)
+    if cfg.keep_host_memory:
+        host_memory.keep_freed_memory()
     accelerator = make_accelerator(recipe, out)
     recipe_dict = recipe.to_dict()
     accelerator.wait_for_everyone()     # every process checks before the main one writes
     set_seed(cfg.seed)
     say = accelerator.print
+    say(f'host memory: {host_memory.describe()}')
 
     train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
     teacher, logit_teacher = build_teachers(recipe, num_classes)

@@ -137,6 +137,10 @@ def cpu_model() -> str:
     return platform.processor() or 'unknown'
 
 
+# The instruction sets that decide the CPU rows' speed (vector width, bf16, AMX), as /proc/cpuinfo names them.
+ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'asimd', 'bf16')
+
+
 def environment(settings: Settings) -> Dict[str, str]:
     env = {'cpu': cpu_model(), 'nproc': str(os.cpu_count()), 'torch': torch.__version__, 'timm': timm.__version__,
            'threads': str(settings.threads), 'device': settings.device, 'dtype': settings.dtype,
@@ -144,7 +148,9 @@ def environment(settings: Settings) -> Dict[str, str]:
     if settings.device.startswith('cuda'):
         env['gpu'] = torch.cuda.get_device_name(settings.device)
     else:
-        from distill.teacher import cpu_bf16_support
+        from distill.teacher import cpu_bf16_support, cpu_flags
+        flags = cpu_flags()
+        env['cpu flags'] = ' '.join(f for f in ISA_FLAGS if f in flags) or 'unknown'
         env['cpu bf16'] = cpu_bf16_support() or 'none (emulated)'
         env['torch cpu capability'] = torch.backends.cpu.get_cpu_capability()
     from distill.teacher import resolve_precision

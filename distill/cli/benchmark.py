@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from distill import benchmark
+from distill import benchmark, host_memory
 from distill.benchmark import BenchmarkError, Settings
 from distill.cli import Parser, int_list, positive_int
 
@@ -38,6 +38,9 @@ def build_parser() -> Parser:
                    help="training rows: the 'imitation-step' teacher (default auto: bf16 where native)")
     p.add_argument('--train-layout', default='channels_last', choices=['channels_last', 'nchw'],
                    help="training rows: student and teacher layout (default channels_last, as the trainer)")
+    p.add_argument('--system-malloc', action='store_true',
+                   help="keep glibc malloc's defaults (by default freed host memory is kept, as the trainer's "
+                        'train.keep_host_memory does; distill/host_memory.py)')
     p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     p.add_argument('--dtype', default='fp32', choices=list(benchmark.DTYPES), help='fp32 (default), bf16 or fp16')
     p.add_argument('--reps', type=positive_int, default=None, help='timed repetitions per row (default 7)')
@@ -81,7 +84,10 @@ def main(argv=None) -> int:
         return 2
 
     torch.set_num_threads(settings.threads)
+    if not args.system_malloc:
+        host_memory.keep_freed_memory()
     env = benchmark.environment(settings)
+    env['host malloc'] = host_memory.describe()
     command = 'python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print('machine: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
     env['load at start'] = benchmark.load_average()
