@@ -64,6 +64,14 @@ class DistillationCriterion(nn.Module):
         total = sum(getattr(self.cfg, n).weight * v for n, v in terms.items())
         return total, terms
 
+    def use_teacher_forward(self, teacher: nn.Module, forward: nn.Module):
+        """Call `forward` (e.g. the compiled `teacher`, which shares its modules and hooks)
+        wherever the criterion called `teacher`."""
+        if self.teacher is teacher:
+            self.teacher = forward
+        if self.logit_teacher is teacher:
+            self.logit_teacher = forward
+
     @staticmethod
     def _take(recorder):
         if recorder is None:

@@ -119,6 +119,30 @@ def compile_module(module: nn.Module, mode: Optional[str]) -> nn.Module:
     return module
 
 
+def compile_if_faster(teacher: nn.Module, mode: str, images: torch.Tensor, reps: int = 3):
+    """torch.compile the frozen teacher with backend `mode` and keep whichever forward is faster
+    on `images`, the compiled one or the eager one (on CPUs the fused eager path often wins:
+    PoolFormer-S12, batch 16, 2 AVX2 cores, fp32: eager 518 ms, Inductor 536 ms after a 45 s
+    compile). The teacher only runs inference, so the choice can be measured before training.
+    The compiled module wraps the same one: parameters and the recorders' hooks are shared.
+
+    Returns:
+        (the module to call, a line for the log: compile time and both forward times).
+    """
+    eager = _forward_seconds(teacher, images, reps)
+    compiled = torch.compile(teacher, backend=mode, dynamic=False)
+    compile_s = warm_up(compiled, images)
+    fast = _forward_seconds(compiled, images, reps)
+    kept = 'compiled' if fast < eager else 'eager'
+    line = (f'compiled ({mode}) in {compile_s:.1f} s: forward {fast * 1e3:.0f} ms vs eager {eager * 1e3:.0f} ms '
+            f'(median of {reps}); {kept} kept')
+    return (compiled if fast < eager else teacher), line
+
+
+def _forward_seconds(teacher: nn.Module, images: torch.Tensor, reps: int) -> float:
+    return sorted(warm_up(teacher, images) for _ in range(reps))[reps // 2]
+
+
 @torch.inference_mode()
 def warm_up(teacher: nn.Module, images: torch.Tensor) -> float:
     """Seconds of one teacher forward on `images` (with compile: the compile time)."""

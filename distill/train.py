@@ -40,7 +40,8 @@ from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from distill.terms import TERMS, feature_modules, recorded_modules  # noqa: E402
-from distill.teacher import compile_module, describe as describe_teacher, prepare_teacher, warm_up  # noqa: E402
+from distill.teacher import (  # noqa: E402
+    compile_if_faster, compile_module, describe as describe_teacher, prepare_teacher)
 from models.errors import RIFormerError  # noqa: E402
 
 
@@ -184,11 +185,14 @@ def run(recipe, check_only=False):
         return {}
     for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
         if t is not None and t_cfg.compile is not None:
-            compile_module(t, t_cfg.compile)
+            # Timed on a batch of the training shape; evaluation keeps the eager teacher (its
+            # last batch is smaller, which a compiled forward would recompile for).
             probe = torch.zeros(cfg.batch_size, 3, recipe.data.image_size, recipe.data.image_size,
                                 device=accelerator.device).contiguous(memory_format=layout)
-            say(f'teacher {t_cfg.arch} compiled ({t_cfg.compile}) in {warm_up(t, probe):.1f} s')
+            chosen, line = compile_if_faster(t, t_cfg.compile, probe)
+            say(f'teacher {t_cfg.arch} {line}')
             criterion.clear_records()
+            criterion.use_teacher_forward(t, chosen)
     compile_module(student, recipe.student.compile)
 
     lr = recipe.optim.lr * global_batch / 1024

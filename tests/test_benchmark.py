@@ -17,7 +17,7 @@ from distill.cli import benchmark as benchmark_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MINI_ROWS = [('poolformer_mini', 'timm'), ('riformer_mini', 'train'), ('riformer_mini', 'plain'),
+MINI_ROWS = [('poolformer_mini', 'timm'), ('poolformer_mini', 'teacher'), ('riformer_mini', 'train'), ('riformer_mini', 'plain'),
              ('riformer_mini', 'deploy'), ('riformer_mini', 'deploy-ref'), ('riformer_mini', 'deploy-ort')]
 
 
@@ -49,8 +49,9 @@ def test_smoke_run_table_markdown_csv(tmp_path, capsys):
     assert [tuple(r[:2]) for r in rows] == MINI_ROWS
     for r in rows:
         assert r[2:4] == ['2', '32'] and float(r[4]) > 0 and r[5] == '-'   # one repetition: no spread
-    assert rows[0][-2] == '1.00x' and rows[0][-1].endswith('x') and rows[2][-1] == '1.00x'
+    assert rows[0][-2] == '1.00x' and rows[0][-1].endswith('x') and rows[3][-1] == '1.00x'
     assert 'load average at start' in out and 'nproc' in out
+    assert 'host malloc glibc malloc keeps freed memory' in out and 'cpu flags' in out
 
     lines = [line for line in md.read_text().splitlines() if line.startswith('|')]
     assert 'Command: `python tools/benchmark.py --smoke' in md.read_text()
@@ -66,7 +67,7 @@ def test_smoke_run_table_markdown_csv(tmp_path, capsys):
         assert float(r['img_s']) > 0 and float(r['latency_ms']) > 0 and r['device'] == 'cpu'
         assert float(r['img_s_min']) <= float(r['img_s']) <= float(r['img_s_max'])
     assert float(records[0]['vs_poolformer']) == pytest.approx(1.0)
-    assert float(records[2]['vs_plain']) == pytest.approx(1.0)
+    assert float(records[3]['vs_plain']) == pytest.approx(1.0)
 
 
 def test_context_families_and_form_filter(capsys):
@@ -81,7 +82,7 @@ def test_context_families_and_form_filter(capsys):
 
 def test_resolve_archs_aliases_wildcards_and_dedup():
     cases = benchmark.resolve_archs('s12, poolformer_s12,riformer_s12')
-    assert [c.model for c in cases] == ['poolformer_s12'] + ['riformer_s12'] * 5
+    assert [c.model for c in cases] == ['poolformer_s12'] * 2 + ['riformer_s12'] * 5
     assert len(benchmark.resolve_archs('efficientvit')) == 2 * 6
     assert {c.model for c in benchmark.resolve_archs('fasternet_t*')} == {'fasternet_t0', 'fasternet_t1', 'fasternet_t2'}
 

@@ -245,6 +245,37 @@ def test_compiled_teacher_and_student_keep_recorders(mode):
     torch._dynamo.reset()
 
 
+@pytest.mark.parametrize('compiled_faster', [True, False], ids=['compiled-kept', 'eager-kept'])
+def test_compile_if_faster_keeps_the_faster_forward_and_the_recorders(compiled_faster, monkeypatch):
+    """The trainer's teacher.compile: both forwards are timed on a probe batch, the faster is
+    kept (here the timings are forced), and the kept one still feeds the recorders the same
+    targets."""
+    torch._dynamo.reset()
+    student = randomize(timm.create_model('riformer_mini', num_classes=10)).to(memory_format=torch.channels_last)
+    teacher = teacher_mod.prepare_teacher(randomize(poolformer()), 'cpu', 'fp32')
+    criterion = imitation_criterion(student, teacher)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    want_total, want = criterion(x, student(x), None, epoch=0)
+    calls = []
+
+    def forward_seconds(module, images, reps):
+        calls.append(module)
+        compiled = module is not teacher
+        return 1.0 if compiled == compiled_faster else 2.0
+    monkeypatch.setattr(teacher_mod, '_forward_seconds', forward_seconds)
+    chosen, line = teacher_mod.compile_if_faster(teacher, 'eager', x)
+    assert calls[0] is teacher and calls[1] is not teacher            # eager timed, then the compiled one
+    assert (chosen is not teacher) == compiled_faster
+    assert line.startswith('compiled (eager) in ') and line.endswith(('compiled kept' if compiled_faster else 'eager kept'))
+    criterion.clear_records()
+    criterion.use_teacher_forward(teacher, chosen)
+    assert criterion.teacher is chosen and criterion.logit_teacher is chosen
+    total, got = criterion(x, student(x), None, epoch=0)
+    for name in want:
+        assert got[name].item() == pytest.approx(want[name].item(), rel=1e-5, abs=1e-7), name
+    torch._dynamo.reset()
+
+
 # --- the finite-loss check -------------------------------------------------------------------------
 
 class FakeAccelerator:

@@ -153,7 +153,7 @@ def ort_applicable(settings: Settings) -> bool:
 
 
 def riformer_cases(size: str) -> List[Case]:
-    """PoolFormer (timm); RIFormer in training form, plain deploy form (affine folded into norm1
+    """PoolFormer (timm) and as the trainer's teacher (fused inference path); RIFormer in training form, plain deploy form (affine folded into norm1
     only, as mmpretrain), deploy form (every fold; oneDNN-fused forward on CPU), deploy-ref (the
     deploy weights through the reference forward, without the fused path) and the deploy form
     under ONNX Runtime ('deploy-ort')."""
@@ -179,8 +179,16 @@ def riformer_cases(size: str) -> List[Case]:
     def poolformer(settings):
         return timm.create_model(teacher, pretrained=False, num_classes=settings.num_classes)
 
+    def as_teacher(settings):
+        # The trainer's frozen teacher: PoolFormer on its fused inference path (CPU, fp32/bf16);
+        # with --channels-last in the trainer's layout, with --compile what teacher.compile times.
+        model = poolformer(settings)
+        models.fuse_poolformer(model)
+        return model
+
     return [
         Case(teacher, 'timm', size, torch_step(poolformer), role='poolformer'),
+        Case(teacher, 'teacher', size, torch_step(as_teacher)),
         Case(student, 'train', size, torch_step(trained)),
         Case(student, 'plain', size, torch_step(form('plain')), role='plain'),
         Case(student, 'deploy', size, torch_step(form('deploy'))),
