@@ -169,7 +169,7 @@ def test_help_names_the_training_step_rows():
     assert 'train_s12' in ' '.join(out.split())        # the name the README uses
 
 
-TRAIN_FORMS = ['student-step', 'imitation-step', 'imitation-fp32', 'imitation-fp32-ref']
+TRAIN_FORMS = ['student-step', 'imitation-step', 'imitation-fp32', 'imitation-fp32-ref', 'imitation-norel', 'soft-kd-step']
 
 
 @pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
@@ -186,7 +186,7 @@ def test_training_rows_with_cost_breakdown(layout, tmp_path, capsys):
     breakdown = out[out.index('training step by phase'):].splitlines()
     header = breakdown[1].split('  ')
     assert [h.strip() for h in header if h.strip()][3:8] == [f'{p} ms' for p in benchmark.PHASES]
-    cells = {line.split()[1]: line.split() for line in breakdown[3:7]}
+    cells = {line.split()[1]: line.split() for line in breakdown[3:3 + len(TRAIN_FORMS)]}
     assert set(cells) == set(TRAIN_FORMS)
     assert cells['student-step'][3] == '0' and float(cells['imitation-step'][3]) > 0   # teacher fwd
     with open(table_csv, newline='') as f:
@@ -197,6 +197,20 @@ def test_training_rows_with_cost_breakdown(layout, tmp_path, capsys):
         # The phases cover the step: their sum is the measured step time up to the clock reads.
         assert sum(phases) == pytest.approx(float(r['latency_ms']), rel=0.2), form
     assert 'Training step by phase' in md.read_text()
+
+
+def test_training_rows_run_the_paper_recipes_term_sets():
+    """The rows for the later windows of the paper recipes run exactly their terms."""
+    from distill.benchmark.training import make_training_step
+    settings = benchmark.Settings(img_size=32, num_classes=10, teacher_precision='fp32')
+    for terms, active in (('all', ['soft', 'l_in_hidden', 'l_out', 'l_rel']),
+                          ('norel', ['soft', 'l_in_hidden', 'l_out']), ('soft', ['soft'])):
+        step = make_training_step('mini', 'settings', terms=terms)(settings, 2)
+        assert [t for t in step.criterion.active_terms(0)] == active, terms
+        step()
+        assert step.phases[0]['teacher fwd'] > 0
+    with pytest.raises(ValueError, match='terms'):
+        make_training_step('mini', 'settings', terms='none')
 
 
 def test_training_step_phases_and_device_syncs():

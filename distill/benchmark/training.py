@@ -12,9 +12,13 @@ nchw` for the other). Rows:
 | `imitation-step` | `--teacher-precision` (default auto: bf16 where native, else fp32) |
 | `imitation-fp32` | fp32, with the fused PoolFormer inference path on CPU |
 | `imitation-fp32-ref` | fp32 through timm's reference forward (what an unfused teacher costs) |
+| `imitation-norel` | as `imitation-step`, without L_rel |
+| `soft-kd-step` | as `imitation-step`, soft KD only (no feature term) |
 
 The imitation steps use the paper's terms: soft KD + L'_in + L_out + L_rel at the last block of
-each stage. Each call records its phases (teacher forward, student forward, loss terms, student
+each stage. The paper recipes do not run them all the whole time: S12's 600 epochs have all
+terms for 100, no L_rel for 300 more, and soft KD alone for the last 200 (`recipes/riformer_s12.yaml`),
+which is what the last two rows time. Each call records its phases (teacher forward, student forward, loss terms, student
 backward, optimizer); on CUDA every phase boundary synchronises, which costs a little overlap.
 """
 import time
@@ -91,11 +95,19 @@ def training_cases(size: str) -> list:
     return [Case(model, 'student-step', group, make_training_step(size, None), role='plain'),
             Case(model, 'imitation-step', group, make_training_step(size, 'settings')),
             Case(model, 'imitation-fp32', group, make_training_step(size, 'fp32')),
-            Case(model, 'imitation-fp32-ref', group, make_training_step(size, 'fp32', fused=False))]
+            Case(model, 'imitation-fp32-ref', group, make_training_step(size, 'fp32', fused=False)),
+            Case(model, 'imitation-norel', group, make_training_step(size, 'settings', terms='norel')),
+            Case(model, 'soft-kd-step', group, make_training_step(size, 'settings', terms='soft'))]
 
 
-def make_training_step(size: str, precision: Optional[str], fused: bool = True):
-    """`precision` None: the plain step; 'settings': the teacher precision of the command line."""
+TERM_SETS = ('all', 'norel', 'soft')
+
+
+def make_training_step(size: str, precision: Optional[str], fused: bool = True, terms: str = 'all'):
+    """`precision` None: the plain step; 'settings': the teacher precision of the command line.
+    `terms`: all (soft KD + L'_in + L_out + L_rel), norel (without L_rel) or soft (soft KD only)."""
+    if terms not in TERM_SETS:
+        raise ValueError(f'terms {terms!r}: use one of {TERM_SETS}')
     from distill.config import DistillConfig, SoftTermConfig, TermConfig
     from distill.criterion import DistillationCriterion
     from distill.recorders import default_imitated_blocks
@@ -118,8 +130,9 @@ def make_training_step(size: str, precision: Optional[str], fused: bool = True):
             if not fused:
                 import models
                 models.set_fused(teacher, False)
-            on = TermConfig(weight=1.0)
-            cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=on, l_out=on, l_rel=on)
+            on, off = TermConfig(weight=1.0), TermConfig(weight=0.0)
+            cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=off if terms == 'soft' else on,
+                                l_out=off if terms == 'soft' else on, l_rel=on if terms == 'all' else off)
         criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
         if settings.compile:         # after the recorders: the compiled forwards include their hooks
             compile_module(student, 'inductor')
