@@ -115,8 +115,17 @@ def compile_module(module: nn.Module, mode: Optional[str]) -> nn.Module:
     if mode is not None and mode not in COMPILE_MODES:
         raise ValueError(f'compile mode {mode!r}: use None or one of {", ".join(COMPILE_MODES)}')
     if mode is not None:
+        guard_hooks()
         module.compile(backend=mode, dynamic=False)
     return module
+
+
+def guard_hooks():
+    """Make torch.compile's guards check modules' hooks. By default Dynamo skips them
+    (`skip_nnmodule_hook_guards`), so a second instance of a class already compiled in the
+    process (the benchmark's rows, a teacher next to a logit teacher) reuses the first one's
+    code and silently drops the recorders' hooks: no feature would be recorded."""
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
 
 
 def compile_if_faster(teacher: nn.Module, mode: str, images: torch.Tensor, reps: int = 3):
@@ -130,6 +139,7 @@ def compile_if_faster(teacher: nn.Module, mode: str, images: torch.Tensor, reps:
         (the module to call, a line for the log: compile time and both forward times).
     """
     eager = _forward_seconds(teacher, images, reps)
+    guard_hooks()
     compiled = torch.compile(teacher, backend=mode, dynamic=False)
     compile_s = warm_up(compiled, images)
     fast = _forward_seconds(compiled, images, reps)

@@ -245,6 +245,22 @@ def test_compiled_teacher_and_student_keep_recorders(mode):
     torch._dynamo.reset()
 
 
+def test_compiled_second_instance_keeps_its_recorders():
+    """A second model of a class already compiled in the process (the benchmark's rows) must not
+    reuse the first one's code without its hooks: the recorders would get nothing."""
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 32, 32)
+    first = timm.create_model('riformer_mini', num_classes=10)
+    teacher_mod.compile_module(first, 'eager')
+    first(x)
+    second = timm.create_model('riformer_mini', num_classes=10)
+    recorder = FeatureRecorder(second, ['stages.0.blocks.0', 'stages.1.blocks.0'], 'student')
+    teacher_mod.compile_module(second, 'eager')
+    second(x)
+    assert [t.shape[1] for t in recorder.take()] == [32, 64]
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize('compiled_faster', [True, False], ids=['compiled-kept', 'eager-kept'])
 def test_compile_if_faster_keeps_the_faster_forward_and_the_recorders(compiled_faster, monkeypatch):
     """The trainer's teacher.compile: both forwards are timed on a probe batch, the faster is
