@@ -111,10 +111,12 @@ class ClutteredDigits(Dataset):
         return self.length
 
     def draw(self, i: int) -> Tuple[np.ndarray, Placement]:
-        """The grey canvas of image `i` and where its labelled digit is."""
+        """The grey canvas of image `i` and where its labelled digit is (drawn once, then kept)."""
         if not 0 <= i < self.length:
             raise IndexError(i)
-        return render(i, self.split, self.pool, self.images, self.spec, self.seed)
+        if i not in self._canvases:
+            self._canvases[i] = render(i, self.split, self.pool, self.images, self.spec, self.seed)
+        return self._canvases[i]
 
     def sources(self, i: int) -> List[int]:
         """Every source digit image `i` draws from (clutter and the labelled digit)."""
@@ -126,8 +128,6 @@ class ClutteredDigits(Dataset):
         return [int(self.labels[self.draw(i)[1].source]) for i in range(self.length)]
 
     def __getitem__(self, i):
-        if i not in self._canvases:
-            self._canvases[i] = self.draw(i)
-        canvas, placement = self._canvases[i]
+        canvas, placement = self.draw(i)
         image = Image.fromarray(canvas).convert('RGB')
         return (self.transform(image) if self.transform else image), int(self.labels[placement.source])

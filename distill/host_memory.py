@@ -5,8 +5,8 @@ PyTorch's CPU tensors come from malloc. glibc serves every allocation above its 
 unmaps them on free, and gives the top of its heap back once enough of it is free. A training
 step allocates and frees the same large tensors every step, so each of them pays a page fault
 per 4 KB page on first touch, in a VM a costly one: on a 2-vCPU KVM guest the fp32
-PoolFormer-S12 teacher forward (batch 16) took 600-900 ms this way and 420-520 ms with the
-memory kept. Both calls below are glibc's documented `mallopt` parameters, the same as
+PoolFormer-S12 teacher forward (batch 16) took 706-756 ms this way and 549-593 ms with the
+memory kept (`tools/benchmark.py --archs s12 --forms teacher --channels-last [--system-malloc]`). Both calls below are glibc's documented `mallopt` parameters, the same as
 running with `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`; the cost is that the process
 keeps its peak footprint (what the next step needs anyway). Other C libraries (musl, macOS)
 are left alone. Processes forked afterwards (data-loader workers) inherit the setting.

@@ -130,9 +130,9 @@ def guard_hooks():
 
 def compile_if_faster(teacher: nn.Module, mode: str, images: torch.Tensor, reps: int = 3):
     """torch.compile the frozen teacher with backend `mode` and keep whichever forward is faster
-    on `images`, the compiled one or the eager one (on CPUs the fused eager path often wins:
-    PoolFormer-S12, batch 16, 2 AVX2 cores, fp32: eager 518 ms, Inductor 536 ms after a 45 s
-    compile). The teacher only runs inference, so the choice can be measured before training.
+    on `images`, the compiled one or the eager one (on CPUs the fused eager path can win:
+    PoolFormer-S12, batch 16, 2 AVX2 cores, fp32: eager 441 ms, Inductor 473 ms after a 28 s
+    compile; docs/RESULTS.md). The teacher only runs inference, so the choice can be measured before training.
     The compiled module wraps the same one: parameters and the recorders' hooks are shared.
 
     Returns:

@@ -9,6 +9,7 @@ does not assume normal means.
 """
 import math
 import random
+import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -33,26 +34,17 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def _mean(v):
-    return sum(v) / len(v)
-
-
-def _var(v):
-    m = _mean(v)
-    return sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-
 def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95):
     """(diff, low, high) of mean(a) - mean(b); needs two values on each side."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f'a confidence interval needs at least 2 seeds per side, got {len(a)} and {len(b)}')
-    diff = _mean(a) - _mean(b)
-    va, vb = _var(a) / len(a), _var(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
         return diff, diff, diff
     # Welch-Satterthwaite degrees of freedom.
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else len(a) + len(b) - 2
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = stats.t.ppf(0.5 + level / 2, df) * se
     return diff, diff - half, diff + half
 
@@ -61,7 +53,8 @@ def bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, resam
               seed: int = 0):
     """Percentile interval of mean(a*) - mean(b*) over resamples of each side's seeds."""
     rng = random.Random(seed)
-    diffs = sorted(_mean(rng.choices(a, k=len(a))) - _mean(rng.choices(b, k=len(b))) for _ in range(resamples))
+    diffs = sorted(statistics.fmean(rng.choices(a, k=len(a))) - statistics.fmean(rng.choices(b, k=len(b)))
+                   for _ in range(resamples))
     tail = (1 - level) / 2
     return diffs[int(tail * (resamples - 1))], diffs[int(math.ceil((1 - tail) * (resamples - 1)))]
 
@@ -74,4 +67,4 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> O
         return None
     diff, low, high = welch(a, b, level)
     boot_low, boot_high = bootstrap(a, b, level)
-    return Difference(_mean(a), _mean(b), diff, low, high, boot_low, boot_high, len(a), len(b))
+    return Difference(statistics.fmean(a), statistics.fmean(b), diff, low, high, boot_low, boot_high, len(a), len(b))

@@ -153,8 +153,8 @@ def ort_applicable(settings: Settings) -> bool:
 
 
 def riformer_cases(size: str) -> List[Case]:
-    """PoolFormer (timm) and as the trainer's teacher (fused inference path); RIFormer in training form, plain deploy form (affine folded into norm1
-    only, as mmpretrain), deploy form (every fold; oneDNN-fused forward on CPU), deploy-ref (the
+    """PoolFormer (timm's, and as the trainer's teacher on the fused inference path); RIFormer in
+    training form, plain deploy form (affine folded into norm1 only, as mmpretrain), deploy form (every fold; oneDNN-fused forward on CPU), deploy-ref (the
     deploy weights through the reference forward, without the fused path) and the deploy form
     under ONNX Runtime ('deploy-ort')."""
     teacher, student = f'poolformer_{size}', f'riformer_{size}'

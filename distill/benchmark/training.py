@@ -17,9 +17,10 @@ nchw` for the other). Rows:
 
 The imitation steps use the paper's terms: soft KD + L'_in + L_out + L_rel at the last block of
 each stage. The paper recipes do not run them all the whole time: S12's 600 epochs have all
-terms for 100, no L_rel for 300 more, and soft KD alone for the last 200 (`recipes/riformer_s12.yaml`),
-which is what the last two rows time. Each call records its phases (teacher forward, student forward, loss terms, student
-backward, optimizer); on CUDA every phase boundary synchronises, which costs a little overlap.
+terms for 100, no L_rel for 300 more and soft KD alone for the last 200
+(`recipes/riformer_s12.yaml`), which is what the last two rows time. Each call records its phases
+(teacher forward, student forward, loss terms, student backward, optimizer); on CUDA every phase
+boundary synchronises, which costs a little overlap.
 """
 import time
 from dataclasses import replace
@@ -100,14 +101,15 @@ def training_cases(size: str) -> list:
             Case(model, 'soft-kd-step', group, make_training_step(size, 'settings', terms='soft'))]
 
 
-TERM_SETS = ('all', 'norel', 'soft')
+# The feature terms each imitation row runs next to soft KD.
+TERM_SETS = {'all': ('l_in_hidden', 'l_out', 'l_rel'), 'norel': ('l_in_hidden', 'l_out'), 'soft': ()}
 
 
 def make_training_step(size: str, precision: Optional[str], fused: bool = True, terms: str = 'all'):
     """`precision` None: the plain step; 'settings': the teacher precision of the command line.
     `terms`: all (soft KD + L'_in + L_out + L_rel), norel (without L_rel) or soft (soft KD only)."""
     if terms not in TERM_SETS:
-        raise ValueError(f'terms {terms!r}: use one of {TERM_SETS}')
+        raise ValueError(f'terms {terms!r}: use one of {", ".join(TERM_SETS)}')
     from distill.config import DistillConfig, SoftTermConfig, TermConfig
     from distill.criterion import DistillationCriterion
     from distill.recorders import default_imitated_blocks
@@ -130,9 +132,8 @@ def make_training_step(size: str, precision: Optional[str], fused: bool = True, 
             if not fused:
                 import models
                 models.set_fused(teacher, False)
-            on, off = TermConfig(weight=1.0), TermConfig(weight=0.0)
-            cfg = DistillConfig(soft=SoftTermConfig(weight=1.0), l_in_hidden=off if terms == 'soft' else on,
-                                l_out=off if terms == 'soft' else on, l_rel=on if terms == 'all' else off)
+            cfg = DistillConfig(soft=SoftTermConfig(weight=1.0),
+                                **{term: TermConfig(weight=1.0) for term in TERM_SETS[terms]})
         criterion = DistillationCriterion(cfg, student, teacher, None, default_imitated_blocks(student))
         if settings.compile:         # after the recorders: the compiled forwards include their hooks
             compile_module(student, 'inductor')
