@@ -197,6 +197,39 @@ def test_training_rows_with_cost_breakdown(layout, tmp_path, capsys):
         # The phases cover the step: their sum is the measured step time up to the clock reads.
         assert sum(phases) == pytest.approx(float(r['latency_ms']), rel=0.2), form
     assert 'Training step by phase' in md.read_text()
+    assert [h.strip() for h in header if h.strip()][-3:] == ['GFLOP', 'GFLOP/s', 'FLOP ratio']
+    assert cells['student-step'][-1] == '1.00x'
+    plain = float(records['student-step']['gflop'])
+    for form, r in records.items():
+        assert float(r['flop_ratio']) == pytest.approx(plain / float(r['gflop']), rel=1e-3), form
+    assert float(records['imitation-step']['flop_ratio']) < 1
+
+
+def test_flop_counts_of_training_rows():
+    """The counted FLOPs add up: soft KD adds exactly the teacher's forward to the plain step,
+    the feature terms add their products on top, and the fused teacher counts as its reference."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from distill.benchmark.training import make_training_step
+    settings = benchmark.Settings(img_size=32, num_classes=10, teacher_precision='fp32')
+    plain = make_training_step('mini', None)(settings, 2)
+    soft = make_training_step('mini', 'settings', terms='soft')(settings, 2)
+    fused = make_training_step('mini', 'fp32')(settings, 2)
+    reference = make_training_step('mini', 'fp32', fused=False)(settings, 2)
+    flops = {name: step.count_flops() for name, step in
+             (('plain', plain), ('soft', soft), ('fused', fused), ('reference', reference))}
+    teacher = soft.timed_teacher.module
+    models.set_fused(teacher, False)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        teacher(soft.x)
+    assert counter.get_total_flops() > 0
+    assert flops['soft'] - flops['plain'] == counter.get_total_flops()
+    assert flops['fused'] == flops['reference'] > flops['soft']
+    # Counting is an untimed call that leaves each teacher's path as it was.
+    assert all(b.fused for b in fused.timed_teacher.module.modules() if hasattr(b, 'fused'))
+    assert not any(b.fused for b in reference.timed_teacher.module.modules() if hasattr(b, 'fused'))
+    assert fused.phases == [] and plain.phases == []
+    fused.compiled = True
+    assert fused.count_flops() is None
 
 
 def test_training_rows_run_the_paper_recipes_term_sets():

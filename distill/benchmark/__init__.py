@@ -44,6 +44,8 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
             row = summarize(cases[i], batch, settings, s)
             if hasattr(steps[i], 'phases'):          # training steps: where the time went
                 row['phases'] = phase_stats(steps[i].phases[max(warmup, 1):])
+                flops = steps[i].count_flops()
+                row['gflop'] = flops / 1e9 if flops else None
             rows.append(row)
         del steps
     add_speedups(rows)

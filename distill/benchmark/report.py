@@ -16,7 +16,7 @@ from .training import PHASES
 COLUMNS = ['model', 'form', 'batch', 'res', 'img/s', 'IQR img/s', 'latency ms', 'vs PoolFormer', 'vs plain']
 CSV_FIELDS = ['model', 'form', 'group', 'batch', 'res', 'reps', 'img_s', 'img_s_p25', 'img_s_p75', 'img_s_min',
               'img_s_max', 'latency_ms', 'vs_poolformer', 'vs_plain', 'device', 'dtype', 'threads',
-              'channels_last', 'compile'] + [f'{p.replace(" ", "_")}_ms' for p in PHASES]
+              'channels_last', 'compile'] + [f'{p.replace(" ", "_")}_ms' for p in PHASES] + ['gflop', 'flop_ratio']
 
 
 def summarize(case: Case, batch: int, settings: Settings, seconds: Sequence[float]) -> dict:
@@ -46,11 +46,16 @@ def phase_stats(phases: Sequence[Dict[str, float]]) -> Dict[str, tuple]:
 def add_speedups(rows: List[dict]) -> None:
     """`vs_poolformer` and `vs_plain`: a row's median img/s over its group's baseline rows at
     the same batch size (None where the group has no such baseline)."""
-    base = {(r['group'], r['batch'], r['role']): r['img_s'] for r in rows if r['role']}
+    base = {(r['group'], r['batch'], r['role']): r for r in rows if r['role']}
     for r in rows:
         for column, role in (('vs_poolformer', 'poolformer'), ('vs_plain', 'plain')):
             ref = base.get((r['group'], r['batch'], role))
-            r[column] = r['img_s'] / ref if ref else None
+            r[column] = r['img_s'] / ref['img_s'] if ref else None
+        # Training rows: the plain step's FLOPs over this row's, the 'vs plain' a step would reach
+        # if its extra arithmetic ran as efficiently as the plain step's.
+        plain = base.get((r['group'], r['batch'], 'plain'))
+        if 'gflop' in r:
+            r['flop_ratio'] = plain['gflop'] / r['gflop'] if plain and plain.get('gflop') and r['gflop'] else None
 
 
 def _ratio(value: Optional[float]) -> str:
@@ -72,7 +77,8 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-BREAKDOWN_COLUMNS = ['model', 'form', 'batch', *(f'{p} ms' for p in PHASES), 'sum ms', 'step ms']
+BREAKDOWN_COLUMNS = ['model', 'form', 'batch', *(f'{p} ms' for p in PHASES), 'sum ms', 'step ms',
+                     'GFLOP', 'GFLOP/s', 'FLOP ratio']
 
 
 def breakdown_cells(row: dict) -> List[str]:
@@ -82,12 +88,17 @@ def breakdown_cells(row: dict) -> List[str]:
         median, p25, p75 = phases[name]
         cells.append(f'{median:.0f}' if row['reps'] < 2 else f'{median:.0f} ({p25:.0f}-{p75:.0f})')
     cells += [f'{sum(phases[n][0] for n in PHASES):.0f}', f'{row["latency_ms"]:.0f}']
+    gflop = row.get('gflop')
+    cells += ['-', '-'] if gflop is None else [f'{gflop:.4g}', f'{gflop / row["latency_ms"] * 1e3:.3g}']
+    cells.append(_ratio(row.get('flop_ratio')))
     return cells
 
 
 def format_breakdown(rows: List[dict], markdown: bool = False) -> str:
     """Where a training step's time goes: median (IQR) milliseconds per phase, the sum of the
-    medians, and the step's median latency; '' when no row has phases."""
+    medians, the step's median latency, its FLOPs, the rate it ran them at, and the FLOP ratio
+    (the plain step's FLOPs over the row's: its 'vs plain' at equal arithmetic efficiency);
+    '' when no row has phases."""
     rows = [r for r in rows if r.get('phases')]
     if not rows:
         return ''

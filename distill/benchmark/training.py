@@ -53,9 +53,10 @@ class TimedModule(nn.Module):
 class TrainingStep:
     """A callable training step that records its phase times, one dict per call in `phases`."""
 
-    def __init__(self, student, criterion, optimizer, x, y, amp_dtype: Optional[torch.dtype], sync):
+    def __init__(self, student, criterion, optimizer, x, y, amp_dtype: Optional[torch.dtype], sync,
+                 compiled: bool = False):
         self.student, self.criterion, self.optimizer = student, criterion, optimizer
-        self.x, self.y, self.amp_dtype, self.sync = x, y, amp_dtype, sync
+        self.x, self.y, self.amp_dtype, self.sync, self.compiled = x, y, amp_dtype, sync, compiled
         self.timed_teacher = None
         if criterion.teacher is not None:
             self.timed_teacher = TimedModule(criterion.teacher, sync)
@@ -86,6 +87,29 @@ class TrainingStep:
         teacher = self.timed_teacher.seconds if self.timed_teacher is not None else 0.
         self.phases.append({'teacher fwd': teacher, 'student fwd': t1 - t0, 'loss terms': t2 - t1 - teacher,
                             'student bwd': t3 - t2, 'optimizer': t4 - t3})
+
+
+    def count_flops(self) -> Optional[int]:
+        """FLOPs of one step, counted by torch's FlopCounterMode (convolutions and matrix
+        products: the arithmetic that bounds a step) on one more, untimed call. The teacher's
+        fused blocks take the reference forward for the count, since the counter does not know
+        oneDNN's fused operators; the products are the same. None for compiled steps."""
+        if self.compiled:
+            return None
+        from torch.utils.flop_counter import FlopCounterMode
+        teacher = self.timed_teacher.module if self.timed_teacher is not None else None
+        blocks = [m for m in teacher.modules() if hasattr(m, 'fused')] if teacher is not None else []
+        fused = [b.fused for b in blocks]
+        for b in blocks:
+            b.fused = False
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self()
+        finally:
+            for b, f in zip(blocks, fused):
+                b.fused = f
+            self.phases.pop()                 # not a timed call
+        return counter.get_total_flops()
 
 
 def training_cases(size: str) -> list:
@@ -144,5 +168,5 @@ def make_training_step(size: str, precision: Optional[str], fused: bool = True, 
         x = x.contiguous(memory_format=layout)
         y = torch.randint(0, settings.num_classes, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
         amp = settings.torch_dtype if settings.dtype != 'fp32' else None
-        return TrainingStep(student, criterion, optimizer, x, y, amp, synchronizer(device))
+        return TrainingStep(student, criterion, optimizer, x, y, amp, synchronizer(device), settings.compile)
     return make
