@@ -102,6 +102,19 @@ def test_speedups_against_group_baselines():
     benchmark.add_speedups(rows)
     assert [r['vs_poolformer'] for r in rows] == [1., 2., 3., None]
     assert [r['vs_plain'] for r in rows] == [.5, 1., 1.5, None]
+    assert all('vs_plain_paired' not in r for r in rows)        # no per-repetition times given
+
+
+def test_paired_ratio_per_repetition():
+    """The paired 'vs plain' divides the times of the same repetition: a slow repetition that
+    hits both rows cancels, one that hits a single row shows in the IQR."""
+    plain = dict(group='t', batch=16, role='plain', img_s=1., seconds=[1., 3., 1.])
+    both_slow = dict(group='t', batch=16, role='', img_s=1., seconds=[2., 6., 2.])
+    one_slow = dict(group='t', batch=16, role='', img_s=1., seconds=[2., 2., 4.])
+    benchmark.add_speedups([plain, both_slow, one_slow])
+    assert plain['vs_plain_paired'] == (1., 1., 1.)
+    assert both_slow['vs_plain_paired'] == pytest.approx((.5, .5, .5))
+    assert one_slow['vs_plain_paired'] == pytest.approx((.5, .375, 1.))
 
 
 @pytest.mark.parametrize('args, message', [
@@ -197,8 +210,10 @@ def test_training_rows_with_cost_breakdown(layout, tmp_path, capsys):
         # The phases cover the step: their sum is the measured step time up to the clock reads.
         assert sum(phases) == pytest.approx(float(r['latency_ms']), rel=0.2), form
     assert 'Training step by phase' in md.read_text()
-    assert [h.strip() for h in header if h.strip()][-3:] == ['GFLOP', 'GFLOP/s', 'FLOP ratio']
-    assert cells['student-step'][-1] == '1.00x'
+    assert [h.strip() for h in header if h.strip()][-4:] == ['GFLOP', 'GFLOP/s', 'FLOP ratio', 'paired vs plain (IQR)']
+    assert cells['student-step'][-3:] == ['1.00x', '1.00x', '(1.00-1.00)']
+    assert all(float(r['vs_plain_paired_p25']) <= float(r['vs_plain_paired']) <= float(r['vs_plain_paired_p75'])
+               for r in records.values())
     plain = float(records['student-step']['gflop'])
     for form, r in records.items():
         assert float(r['flop_ratio']) == pytest.approx(plain / float(r['gflop']), rel=1e-3), form

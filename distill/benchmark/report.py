@@ -16,7 +16,8 @@ from .training import PHASES
 COLUMNS = ['model', 'form', 'batch', 'res', 'img/s', 'IQR img/s', 'latency ms', 'vs PoolFormer', 'vs plain']
 CSV_FIELDS = ['model', 'form', 'group', 'batch', 'res', 'reps', 'img_s', 'img_s_p25', 'img_s_p75', 'img_s_min',
               'img_s_max', 'latency_ms', 'vs_poolformer', 'vs_plain', 'device', 'dtype', 'threads',
-              'channels_last', 'compile'] + [f'{p.replace(" ", "_")}_ms' for p in PHASES] + ['gflop', 'flop_ratio']
+              'channels_last', 'compile'] + [f'{p.replace(" ", "_")}_ms' for p in PHASES] + [
+              'gflop', 'flop_ratio', 'vs_plain_paired', 'vs_plain_paired_p25', 'vs_plain_paired_p75']
 
 
 def summarize(case: Case, batch: int, settings: Settings, seconds: Sequence[float]) -> dict:
@@ -28,7 +29,7 @@ def summarize(case: Case, batch: int, settings: Settings, seconds: Sequence[floa
         'batch': batch, 'res': settings.img_size, 'reps': len(t),
         'img_s': float(np.median(rate)), 'img_s_p25': float(p25), 'img_s_p75': float(p75),
         'img_s_min': float(rate.min()), 'img_s_max': float(rate.max()),
-        'latency_ms': float(np.median(t) * 1e3),
+        'latency_ms': float(np.median(t) * 1e3), 'seconds': [float(v) for v in t],
     }
 
 
@@ -54,6 +55,11 @@ def add_speedups(rows: List[dict]) -> None:
         # Training rows: the plain step's FLOPs over this row's, the 'vs plain' a step would reach
         # if its extra arithmetic ran as efficiently as the plain step's.
         plain = base.get((r['group'], r['batch'], 'plain'))
+        # Paired: the plain step's time over this row's within each repetition (the rows of a
+        # repetition run back to back), so a slow spell of a shared machine cancels out.
+        if plain and plain.get('seconds') and len(plain['seconds']) == len(r.get('seconds', ())):
+            paired = np.asarray(plain['seconds']) / np.asarray(r['seconds'])
+            r['vs_plain_paired'] = tuple(float(v) for v in (np.median(paired), *np.percentile(paired, [25, 75])))
         if 'gflop' in r:
             r['flop_ratio'] = plain['gflop'] / r['gflop'] if plain and plain.get('gflop') and r['gflop'] else None
 
@@ -78,7 +84,7 @@ def format_table(rows: List[dict]) -> str:
 
 
 BREAKDOWN_COLUMNS = ['model', 'form', 'batch', *(f'{p} ms' for p in PHASES), 'sum ms', 'step ms',
-                     'GFLOP', 'GFLOP/s', 'FLOP ratio']
+                     'GFLOP', 'GFLOP/s', 'FLOP ratio', 'paired vs plain (IQR)']
 
 
 def breakdown_cells(row: dict) -> List[str]:
@@ -91,14 +97,18 @@ def breakdown_cells(row: dict) -> List[str]:
     gflop = row.get('gflop')
     cells += ['-', '-'] if gflop is None else [f'{gflop:.4g}', f'{gflop / row["latency_ms"] * 1e3:.3g}']
     cells.append(_ratio(row.get('flop_ratio')))
+    paired = row.get('vs_plain_paired')
+    cells.append('-' if paired is None else _ratio(paired[0]) if row['reps'] < 2
+                 else f'{paired[0]:.2f}x ({paired[1]:.2f}-{paired[2]:.2f})')
     return cells
 
 
 def format_breakdown(rows: List[dict], markdown: bool = False) -> str:
     """Where a training step's time goes: median (IQR) milliseconds per phase, the sum of the
-    medians, the step's median latency, its FLOPs, the rate it ran them at, and the FLOP ratio
-    (the plain step's FLOPs over the row's: its 'vs plain' at equal arithmetic efficiency);
-    '' when no row has phases."""
+    medians, the step's median latency, its FLOPs, the rate it ran them at, the FLOP ratio
+    (the plain step's FLOPs over the row's: its 'vs plain' at equal arithmetic efficiency) and
+    the paired 'vs plain' (median and IQR of the per-repetition ratios); '' when no row has
+    phases."""
     rows = [r for r in rows if r.get('phases')]
     if not rows:
         return ''
@@ -135,7 +145,9 @@ def write_csv(path: Path, rows: List[dict], settings: Settings) -> None:
         for r in rows:
             cells = {k: ('' if v is None else f'{v:.4f}' if isinstance(v, float) else v) for k, v in r.items()}
             phases = {f'{n.replace(" ", "_")}_ms': f'{v[0]:.4f}' for n, v in r.get('phases', {}).items()}
-            writer.writerow({**cells, **phases, **extra})
+            paired = dict(zip(('vs_plain_paired', 'vs_plain_paired_p25', 'vs_plain_paired_p75'),
+                              (f'{v:.4f}' for v in r.get('vs_plain_paired', ()))))
+            writer.writerow({**cells, **phases, **paired, **extra})
 
 
 def cpu_model() -> str:
