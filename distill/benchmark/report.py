@@ -46,20 +46,22 @@ def phase_stats(phases: Sequence[Dict[str, float]]) -> Dict[str, tuple]:
 
 def add_speedups(rows: List[dict]) -> None:
     """`vs_poolformer` and `vs_plain`: a row's median img/s over its group's baseline rows at
-    the same batch size (None where the group has no such baseline)."""
+    the same batch size (None where the group has no such baseline). Against the plain
+    baseline also `vs_plain_paired` (median, p25, p75 of the per-repetition ratios) where the
+    rows carry their `seconds`, and `flop_ratio` where they carry `gflop` (training rows)."""
     base = {(r['group'], r['batch'], r['role']): r for r in rows if r['role']}
     for r in rows:
         for column, role in (('vs_poolformer', 'poolformer'), ('vs_plain', 'plain')):
             ref = base.get((r['group'], r['batch'], role))
             r[column] = r['img_s'] / ref['img_s'] if ref else None
-        # Training rows: the plain step's FLOPs over this row's, the 'vs plain' a step would reach
-        # if its extra arithmetic ran as efficiently as the plain step's.
         plain = base.get((r['group'], r['batch'], 'plain'))
         # Paired: the plain step's time over this row's within each repetition (the rows of a
         # repetition run back to back), so a slow spell of a shared machine cancels out.
         if plain and plain.get('seconds') and len(plain['seconds']) == len(r.get('seconds', ())):
             paired = np.asarray(plain['seconds']) / np.asarray(r['seconds'])
             r['vs_plain_paired'] = tuple(float(v) for v in (np.median(paired), *np.percentile(paired, [25, 75])))
+        # The plain step's FLOPs over this row's: the 'vs plain' a step would reach if its extra
+        # arithmetic ran as efficiently as the plain step's.
         if 'gflop' in r:
             r['flop_ratio'] = plain['gflop'] / r['gflop'] if plain and plain.get('gflop') and r['gflop'] else None
 

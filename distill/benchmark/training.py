@@ -88,7 +88,6 @@ class TrainingStep:
         self.phases.append({'teacher fwd': teacher, 'student fwd': t1 - t0, 'loss terms': t2 - t1 - teacher,
                             'student bwd': t3 - t2, 'optimizer': t4 - t3})
 
-
     def count_flops(self) -> Optional[int]:
         """FLOPs of one step, counted by torch's FlopCounterMode (convolutions and matrix
         products: the arithmetic that bounds a step) on one more, untimed call. The teacher's
@@ -105,10 +104,10 @@ class TrainingStep:
         try:
             with FlopCounterMode(display=False) as counter:
                 self()
+            self.phases.pop()                 # not a timed call
         finally:
             for b, f in zip(blocks, fused):
                 b.fused = f
-            self.phases.pop()                 # not a timed call
         return counter.get_total_flops()
 
 
