@@ -14,7 +14,7 @@ from .checkpoint_io import (
 from .errors import CheckpointError, HandoffError, RecipeError, RIFormerError, UsageError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
-from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer, set_fused
+from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer, fused_blocks, reference_forward, set_fused
 from .fold import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .student import create_student, fix_identity_mixer
@@ -22,9 +22,9 @@ from .teachers import adapt_head, create_teacher, init_from_teacher
 
 __all__ = [
     'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'HandoffError', 'RecipeError', 'RIFormerError', 'UsageError', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
-    'RIFormerBlock', 'fuse_poolformer',
+    'RIFormerBlock', 'fuse_poolformer', 'fused_blocks',
     'adapt_head', 'build_model', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
-    'relative_error', 'reparam_checkpoint', 'reparameterize', 'set_fused',
+    'reference_forward', 'relative_error', 'reparam_checkpoint', 'reparameterize', 'set_fused',
     'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
 ]

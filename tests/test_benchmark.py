@@ -240,8 +240,9 @@ def test_flop_counts_of_training_rows():
     assert flops['soft'] - flops['plain'] == counter.get_total_flops()
     assert flops['fused'] == flops['reference'] > flops['soft']
     # Counting is an untimed call that leaves each teacher's path as it was.
-    assert all(b.fused for b in fused.timed_teacher.module.modules() if hasattr(b, 'fused'))
-    assert not any(b.fused for b in reference.timed_teacher.module.modules() if hasattr(b, 'fused'))
+    assert all(b.fused for b in models.fused_blocks(fused.timed_teacher.module))
+    assert not any(b.fused for b in models.fused_blocks(reference.timed_teacher.module))
+    assert models.fused_blocks(fused.timed_teacher.module)
     assert fused.phases == [] and plain.phases == []
     fused.compiled = True
     assert fused.count_flops() is None

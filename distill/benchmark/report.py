@@ -99,10 +99,17 @@ def breakdown_cells(row: dict) -> List[str]:
     gflop = row.get('gflop')
     cells += ['-', '-'] if gflop is None else [f'{gflop:.4g}', f'{gflop / row["latency_ms"] * 1e3:.3g}']
     cells.append(_ratio(row.get('flop_ratio')))
-    paired = row.get('vs_plain_paired')
-    cells.append('-' if paired is None else _ratio(paired[0]) if row['reps'] < 2
-                 else f'{paired[0]:.2f}x ({paired[1]:.2f}-{paired[2]:.2f})')
+    cells.append(_paired(row))
     return cells
+
+
+def _paired(row: dict) -> str:
+    paired = row.get('vs_plain_paired')
+    if paired is None:
+        return '-'
+    median, p25, p75 = paired
+    return _ratio(median) if row['reps'] < 2 else f'{median:.2f}x ({p25:.2f}-{p75:.2f})'
+
 
 
 def format_breakdown(rows: List[dict], markdown: bool = False) -> str:

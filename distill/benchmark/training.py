@@ -96,18 +96,11 @@ class TrainingStep:
         if self.compiled:
             return None
         from torch.utils.flop_counter import FlopCounterMode
-        teacher = self.timed_teacher.module if self.timed_teacher is not None else None
-        blocks = [m for m in teacher.modules() if hasattr(m, 'fused')] if teacher is not None else []
-        fused = [b.fused for b in blocks]
-        for b in blocks:
-            b.fused = False
-        try:
-            with FlopCounterMode(display=False) as counter:
-                self()
-            self.phases.pop()                 # not a timed call
-        finally:
-            for b, f in zip(blocks, fused):
-                b.fused = f
+        import models
+        teacher = self.timed_teacher.module if self.timed_teacher is not None else nn.Identity()
+        with models.reference_forward(teacher), FlopCounterMode(display=False) as counter:
+            self()
+        self.phases.pop()                     # not a timed call
         return counter.get_total_flops()
 
 
