@@ -164,7 +164,19 @@ def set_fused(model: nn.Module, enable: bool = True) -> int:
 
 
 def fused_blocks(model: nn.Module) -> list:
-    """The blocks of `model` with a fused CPU inference path (`fuse_poolformer`'s, RIFormer's)."""
+    """The blocks of `model` with a fused CPU inference path (`fuse_poolformer`'s, RIFormer's).
+
+    Args:
+        model: any model.
+
+    Returns:
+        The blocks, in module order; each has a `fused` flag.
+
+    Example:
+        >>> import timm, models
+        >>> len(models.fused_blocks(timm.create_model('riformer_mini')))
+        6
+    """
     from .riformer import RIFormerBlock
     return [m for m in model.modules() if isinstance(m, (PoolFormerInferenceBlock, RIFormerBlock))]
 
@@ -173,6 +185,12 @@ def fused_blocks(model: nn.Module) -> list:
 def reference_forward(model: nn.Module):
     """Inside, every fused block of `model` runs its reference forward (e.g. for counting its
     operations); afterwards each is as it was.
+
+    Args:
+        model: any model; blocks without a fused path are left alone.
+
+    Returns:
+        A context manager that yields `model`.
 
     Example:
         >>> import timm, models
