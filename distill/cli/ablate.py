@@ -14,12 +14,12 @@ TensorBoard logs under runs/. Finished runs are skipped, so an interrupted ablat
 A run whose resolved recipe equals an earlier one (e.g. a label-free variant in a low-label
 setting: without a CE term the label fraction changes nothing) reuses that run.
 """
-import argparse
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from distill.cli import Parser
 from distill.ablation import (
     AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report, train_teacher)
 
@@ -27,7 +27,7 @@ DEFAULT_CONFIG = 'recipes/digits/ablation.yaml'
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--config', default=DEFAULT_CONFIG, help=f'ablation config (default {DEFAULT_CONFIG})')
     p.add_argument('--out', help="output folder (default: the config's output_dir; -smoke appended with --smoke)")
     p.add_argument('--seeds', nargs='+', type=int, help="seeds to run (default: the config's)")

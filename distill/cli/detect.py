@@ -15,8 +15,11 @@ architecture only, so fine-tuning and resuming never need the deploy file (the `
 takes the checkpoints too: unpickling one imports this package, which registers its layers).
 Auto-install of unknown packages is off unless YOLO_AUTOINSTALL is set. Extra `key=value`
 arguments go to ultralytics unchanged (values parsed as YAML scalars).
+
+No code from a checkpoint runs: every .pt is read with `torch.load(weights_only=True)` and an
+allow-list of layer classes before ultralytics sees it, and ultralytics runs in its safe mode
+(models/handoff/safe_load.py).
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -29,7 +32,7 @@ os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
 
 from models import UsageError  # noqa: E402
 
-from . import one_line_errors  # noqa: E402
+from . import Parser, one_line_errors  # noqa: E402
 
 
 def parse_overrides(items):
@@ -52,6 +55,12 @@ def existing(path, what, suffixes=None) -> Path:
     if suffixes and path.suffix not in suffixes:
         raise UsageError(f'{path}: expected a {what} ({" or ".join(suffixes)}), got {path.suffix or "no suffix"}')
     return path.resolve()
+
+
+def checkpoint(path) -> Path:
+    """A detector checkpoint argument: there, a .pt, and read without running code from it."""
+    from models.handoff.safe_load import vet_checkpoint
+    return vet_checkpoint(existing(path, 'checkpoint', ('.pt',)))
 
 
 def detector_class(weights):
@@ -89,7 +98,7 @@ def cmd_train(args, extra):
     if args.device:
         common['device'] = args.device
     if args.resume:
-        weights = existing(args.resume, 'checkpoint', ('.pt',))
+        weights = checkpoint(args.resume)
         model = detector_class(weights)(str(weights))
         return model.train(resume=True, **extra)
     if sum(bool(a) for a in (args.cfg, args.weights)) != 1 or not args.data:
@@ -97,12 +106,12 @@ def cmd_train(args, extra):
                               '--weights (a trained .pt, fine-tune); or --resume last.pt')
     data = existing(args.data, 'dataset YAML', ('.yaml', '.yml'))
     if args.weights:
-        weights = existing(args.weights, 'checkpoint', ('.pt',))
+        weights = checkpoint(args.weights)
         start = detector_class(weights)(str(weights))
     else:
         cfg = handoff.prepare_cfg(handoff.load_cfg(args.cfg), args.backbone)
         folder = run_dir(args.project, args.name, args.exist_ok)
-        init = handoff.init_checkpoint(cfg, folder, nc=dataset_classes(data))
+        init = checkpoint(handoff.init_checkpoint(cfg, folder, nc=dataset_classes(data)))
         print(f'model YAML: {folder / "model.yaml"}\nstart checkpoint: {init}')
         start = handoff.detector_class(cfg)(str(init))
         args.name, args.exist_ok = folder.name, True
@@ -111,7 +120,7 @@ def cmd_train(args, extra):
 
 
 def cmd_val(args, extra):
-    weights = existing(args.weights, 'checkpoint', ('.pt',))
+    weights = checkpoint(args.weights)
     model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, batch=args.batch, workers=args.workers, **extra)
     if args.data:
@@ -124,7 +133,7 @@ def cmd_val(args, extra):
 
 
 def cmd_predict(args, extra):
-    weights = existing(args.weights, 'checkpoint', ('.pt',))
+    weights = checkpoint(args.weights)
     source = existing(args.source, 'image source')
     model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, conf=args.conf, **extra)
@@ -137,7 +146,7 @@ def cmd_predict(args, extra):
 
 
 def cmd_export(args, extra):
-    weights = existing(args.weights, 'checkpoint', ('.pt',))
+    weights = checkpoint(args.weights)
     model = detector_class(weights)(str(weights))
     kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
     if args.format == 'onnx':
@@ -148,7 +157,7 @@ def cmd_export(args, extra):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = Parser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
 
     def add(name, func, help_text):
@@ -187,6 +196,8 @@ def build_parser():
 
 @one_line_errors
 def main(argv=None):
+    from models.handoff.safe_load import ultralytics_safe_mode
+    ultralytics_safe_mode()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     args.func(args, parse_overrides(rest))

@@ -7,7 +7,6 @@ CKPT: a deploy checkpoint (tools/reparam.py), a trainer student file (model.safe
 best.safetensors, RIFormer or any timm model), or a teacher file. With --compare, also reports
 how often the two checkpoints predict the same class and their largest logit difference.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,12 +14,12 @@ from pathlib import Path
 from distill.config import load_recipe
 from distill.evaluation import evaluate_checkpoint
 
-from . import one_line_errors
+from . import Parser, one_line_errors
 
 
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = Parser(description=__doc__.split('\n\n')[0])
     parser.add_argument('checkpoint')
     parser.add_argument('--recipe', required=True, help='recipe whose data section defines the validation set')
     parser.add_argument('--compare', help='second checkpoint to compare predictions with')

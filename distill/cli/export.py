@@ -11,7 +11,6 @@ by `--format deploy`), or an EfficientViT/FasterNet timm name with optional loca
 ONNX has dynamic batch and spatial size; ONNX and TorchScript files are checked against PyTorch
 (ONNX Runtime / torch.jit.load) at two input sizes and kept only if they agree within --tol.
 """
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ import models
 from models import CheckpointError, UsageError
 from models.efficient import EFFICIENT_NAMES
 
-from . import one_line_errors
+from . import Parser, one_line_errors
 
 FORMATS = ('onnx', 'torchscript', 'mmpretrain', 'deploy')
 SUFFIX = {'onnx': '.onnx', 'torchscript': '.torchscript.pt', 'mmpretrain': '.mmpretrain.pth',
@@ -108,7 +107,7 @@ def main(argv=None):
     # packages (the dynamo ONNX exporter wants onnxscript), and every file is checked below.
     warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
     warnings.filterwarnings('ignore', message=r'.*`torch\.jit\..*` is deprecated.*')
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = Parser(description=__doc__.split('\n\n')[0])
     parser.add_argument('source', help='deploy checkpoint or efficient backbone name')
     parser.add_argument('--format', required=True, choices=FORMATS)
     parser.add_argument('-o', '--output', help='output file (default: next to the source / in the cwd for names)')

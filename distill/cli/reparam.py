@@ -14,7 +14,6 @@ remaining folds). The deploy model is compared with the training model on a rand
 DETECTOR.pt: an ultralytics, yolo9 or yolov5 checkpoint; its folded copy (DETECTOR.deploy.pt) keeps the
 detector's layout with a rewritten model YAML (models.handoff.detector.reparameterize_detector).
 """
-import argparse
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from models import CheckpointError, UsageError, reparam_checkpoint
 from models.handoff.detector import is_detector_checkpoint, reparameterize_detector
 from models.pretrained import unavailable_reason
 
-from . import one_line_errors
+from . import Parser, one_line_errors
 
 
 def reparam_timm_model(args):
@@ -60,7 +59,7 @@ def reparam_timm_model(args):
 
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = Parser(description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('checkpoint', nargs='?', help='training checkpoint (.safetensors, .pth, .pt)')
     source.add_argument('--pretrained', metavar='NAME',

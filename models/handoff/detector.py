@@ -5,7 +5,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,29 +34,38 @@ def _allowed(name: str, prefixes: Iterable[str]):
     return obj if name in DATA_CLASSES or issubclass(obj, nn.Module) else None
 
 
-def load_pickled(path, prefixes: Iterable[str] = MODULE_PREFIXES) -> dict:
-    """A pickled detector checkpoint (`{'model': DetectionModel, ...}`) loaded with
-    `torch.load(weights_only=True)`, allowing only nn.Module classes of the detector packages and
-    ours to be rebuilt: no function from the file is ever called. Raises CheckpointError naming
-    the first refused class."""
+def allowed_classes(path, prefixes: Iterable[str] = MODULE_PREFIXES) -> List[Tuple[type, str]]:
+    """[(class, 'module.Name')] for every global a pickled checkpoint names, read from the file's
+    pickle without unpickling it; CheckpointError when one is not an allowed class (the first one
+    named), the file is missing, or it is not a torch.save() archive."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: no such file')
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:
-        raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_first_line(e)})') from None
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_describe(e)})') from None
     allowed = [(cls, name) for name in needed if (cls := _allowed(name, prefixes)) is not None]
     refused = [name for name in needed if name not in {n for _, n in allowed}]
     if refused:
         raise CheckpointError(
             f'{path}: refused to unpickle {refused[0]} (only detector and torch layers load safely'
             + (f'; {len(refused) - 1} more' if len(refused) > 1 else '') + ')')
+    return allowed
+
+
+def load_pickled(path, prefixes: Iterable[str] = MODULE_PREFIXES) -> dict:
+    """A pickled detector checkpoint (`{'model': DetectionModel, ...}`) loaded with
+    `torch.load(weights_only=True)`, allowing only nn.Module classes of the detector packages and
+    ours to be rebuilt: no function from the file is ever called. Raises CheckpointError naming
+    the first refused class."""
+    path = Path(path)
+    allowed = allowed_classes(path, prefixes)
     try:
         with torch.serialization.safe_globals(allowed):
             ckpt = torch.load(str(path), map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f'{path}: not a loadable detector checkpoint ({_first_line(e)})') from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f'{path}: not a loadable detector checkpoint ({_describe(e)})') from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('ema') or ckpt.get('model'), nn.Module):
         raise CheckpointError(f'{path}: not a detector checkpoint (no model in it)')
     return ckpt
@@ -97,6 +106,19 @@ def save_detector(model: nn.Module, path, extra: dict = None) -> Path:
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def _describe(e: Exception) -> str:
+    """What went wrong reading a file, in words (torch's own messages are a bare '(101)' for a text
+    file, or a zip reader's internals for a truncated one)."""
+    text = _first_line(e)
+    if isinstance(e, EOFError) or 'central directory' in text or 'reading zip archive' in text:
+        return 'the file is empty or truncated: copy or download it again'
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    if 'returned by torch.save' in text or isinstance(e, KeyError) or len(text) < 6:
+        return 'not a file written by torch.save()'
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +262,18 @@ def is_detector_checkpoint(path) -> bool:
     if path.suffix != '.pt' or not path.is_file():
         return False
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        names = pickled_globals(path)
     except Exception:
         return False
     return any(n.split('.')[0] in ('ultralytics', 'yolo9', 'yolov5') for n in names)
+
+
+def pickled_globals(path) -> set:
+    """Every global a torch.save() archive's pickle names, read without unpickling it (torch's
+    `get_unsafe_globals_in_checkpoint` leaves out those already allowed in this process)."""
+    import io
+    import zipfile
+    from torch import _weights_only_unpickler
+    with zipfile.ZipFile(path) as archive:
+        record = next(n for n in archive.namelist() if n.endswith('/data.pkl') or n == 'data.pkl')
+        return set(_weights_only_unpickler.get_globals_in_pkl(io.BytesIO(archive.read(record))))
