@@ -16,7 +16,8 @@ import yaml
 
 from models.errors import RecipeError
 
-from .terms import TERMS, SoftTermConfig, TermConfig, configured  # noqa: F401  (TermConfig: re-exported)
+from .terms import (  # noqa: F401  (TermConfig, FeatureTermConfig: re-exported)
+    FEATURE_REDUCTIONS, TERMS, FeatureTermConfig, SoftTermConfig, TermConfig, configured)
 
 TEACHER_PRECISIONS = ('fp32', 'bf16', 'auto')
 COMPILE_MODES = ('inductor', 'aot_eager', 'eager')
@@ -69,6 +70,9 @@ class DataConfig:
     train_split: str = 'train'
     val_split: str = 'validation'           # for digits: a held-out fraction (val_fraction)
     val_fraction: float = 0.2               # digits, clutter_digits: share of source digits held out
+    # digits, clutter_digits: the seed of the train / val split of the source digits (and of the
+    # clutter drawn from them): another value is another draw of the task.
+    split_seed: int = 0
     clutter: ClutterConfig = field(default_factory=ClutterConfig)   # clutter_digits only
     image_column: str = 'image'
     label_column: str = 'label'
@@ -119,9 +123,11 @@ DistillConfig.__doc__ = f"""The `distill:` section: one `TermConfig` per term of
 ({', '.join(TERMS)}), and
 
     blocks: the imitated blocks by module name; None = the last block of each stage.
-    feature_reduction: mean: 1/NCHW per block. batch_sum: that mean x the GLOBAL batch
-        (per-process batch x processes x grad_accum), the paper's "lambda x batch size".
-        Both average over blocks."""
+    feature_reduction: the default reduction of the feature terms, each of which may set its
+        own (`distill.l_rel.reduction`). mean: 1/NCHW per block. batch_sum: that mean x the
+        GLOBAL batch (per-process batch x processes x grad_accum), one reading of the paper's
+        "lambda x batch size". sample_sum: each sample's squared Frobenius norm, averaged over
+        samples. All average over blocks."""
 
 
 @dataclass
@@ -136,6 +142,9 @@ class TrainConfig:
     # glibc malloc keeps freed memory instead of unmapping it (distill/host_memory.py): each step
     # reuses its large tensors without page faults; false leaves the C library's defaults.
     keep_host_memory: bool = True
+    # Measure each loss term's share of the loss and of the student's gradient at step 0 and
+    # where a term's window opens or closes (distill/balance.py); nothing about training changes.
+    loss_balance: bool = True
     eval_every: int = 1                     # epochs
     checkpoint_every: int = 1               # epochs
     keep_checkpoints: int = 2
@@ -203,8 +212,13 @@ class Recipe:
                               f'(or null for the model\'s own)')
         if d.soft.normalize not in ('batchmean', 'numel'):
             raise RecipeError(f'distill.soft.normalize {d.soft.normalize!r}: use batchmean or numel (DeiT)')
-        if d.feature_reduction not in ('mean', 'batch_sum'):
-            raise RecipeError(f'distill.feature_reduction {d.feature_reduction!r}: use mean or batch_sum')
+        if d.feature_reduction not in FEATURE_REDUCTIONS:
+            raise RecipeError(f'distill.feature_reduction {d.feature_reduction!r}: use {" | ".join(FEATURE_REDUCTIONS)}')
+        for name in (n for n, t in TERMS.items() if t.kind == 'feature'):
+            reduction = getattr(d, name).reduction
+            if reduction is not None and reduction not in FEATURE_REDUCTIONS:
+                raise RecipeError(f'distill.{name}.reduction {reduction!r}: use {" | ".join(FEATURE_REDUCTIONS)} '
+                                  f'(or null for distill.feature_reduction)')
         if self.train.mixed_precision not in ('no', 'bf16', 'fp16'):
             raise RecipeError(f'train.mixed_precision {self.train.mixed_precision!r}: use no, bf16 or fp16')
         for name in ('epochs', 'batch_size', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'log_every'):

@@ -24,12 +24,11 @@ class DistillationCriterion(nn.Module):
         when the caller has it already (the trainer checks those modules on both models first)."""
         super().__init__()
         self.cfg = cfg
-        # 'lambda x batch size' (feature_reduction batch_sum): the global batch, not the
-        # per-process one, so the balance does not change with processes or accumulation.
-        self.feature_scale = float(global_batch) if cfg.feature_reduction == 'batch_sum' else 1.0
+        # batch_sum reductions scale by the global batch, not the per-process one, so the
+        # balance does not change with processes or accumulation.
+        self.context = context = LossContext(label_smoothing, global_batch, cfg.feature_reduction)
         self.teacher = teacher
         self.logit_teacher = logit_teacher if logit_teacher is not None else teacher
-        context = LossContext(label_smoothing, self.feature_scale)
         self.losses = nn.ModuleDict({name: term.build(getattr(cfg, name), context) for name, term in TERMS.items()})
         self.feature_names = feature_names if feature_names is not None else feature_modules(cfg, blocks)
         names = self.recorded_names = recorded_modules(self.feature_names)
@@ -39,7 +38,10 @@ class DistillationCriterion(nn.Module):
     def active_terms(self, epoch: int) -> List[str]:
         return [t for t in TERMS if getattr(self.cfg, t).active(epoch)]
 
-    def forward(self, images, student_logits, targets, epoch: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def term_inputs(self, images, student_logits, targets, epoch: int) -> Dict[str, Tuple]:
+        """{active term: the arguments of its loss}: (student logits, labels), (student logits,
+        teacher logits) or (student features, teacher features), one feature pair per imitated
+        block. Runs the teachers; the student's features were recorded by its own forward."""
         active = self.active_terms(epoch)
         teacher_logits = None
         if any(TERMS[t].needs_teacher for t in active):
@@ -49,18 +51,21 @@ class DistillationCriterion(nn.Module):
                     teacher_logits = run_teacher(self.logit_teacher, images)
         student_feats = self._take(self.student_rec)
         teacher_feats = self._take(self.teacher_rec) if teacher_logits is not None else {}
-
-        terms = {}
+        inputs = {}
         for name in active:
             kind = TERMS[name].kind
             if kind == 'label':
-                value = self.losses[name](student_logits, targets)
+                inputs[name] = (student_logits, targets)
             elif kind == 'logit':
-                value = self.losses[name](student_logits, teacher_logits)
+                inputs[name] = (student_logits, teacher_logits)
             else:
                 keys = self.feature_names[name]
-                value = self.losses[name]([student_feats[k] for k in keys], [teacher_feats[k] for k in keys])
-            terms[name] = value
+                inputs[name] = ([student_feats[k] for k in keys], [teacher_feats[k] for k in keys])
+        return inputs
+
+    def forward(self, images, student_logits, targets, epoch: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        terms = {name: self.losses[name](*args)
+                 for name, args in self.term_inputs(images, student_logits, targets, epoch).items()}
         total = sum(getattr(self.cfg, n).weight * v for n, v in terms.items())
         return total, terms
 

@@ -132,13 +132,13 @@ def build_datasets(cfg: DataConfig, seed: int, arch: Optional[str] = None) -> Tu
     transform follows the evaluation protocol of the model `arch` (`eval_protocol`)."""
     train_tf, val_tf = build_transforms(cfg, True), build_transforms(cfg, False, arch)
     if cfg.source == 'digits':
-        train = DigitsDataset('train', cfg.image_size, cfg.val_fraction, transform=train_tf)
-        val = DigitsDataset('val', cfg.image_size, cfg.val_fraction, transform=val_tf)
+        train = DigitsDataset('train', cfg.image_size, cfg.val_fraction, cfg.split_seed, transform=train_tf)
+        val = DigitsDataset('val', cfg.image_size, cfg.val_fraction, cfg.split_seed, transform=val_tf)
         num_classes = DigitsDataset.num_classes
     elif cfg.source == 'clutter_digits':
         spec, c = clutter_spec(cfg), cfg.clutter
-        train = ClutteredDigits('train', c.train_images, spec, cfg.val_fraction, transform=train_tf)
-        val = ClutteredDigits('val', c.val_images, spec, cfg.val_fraction, transform=val_tf)
+        train = ClutteredDigits('train', c.train_images, spec, cfg.val_fraction, cfg.split_seed, transform=train_tf)
+        val = ClutteredDigits('val', c.val_images, spec, cfg.val_fraction, cfg.split_seed, transform=val_tf)
         num_classes = ClutteredDigits.num_classes
     elif cfg.source == 'folder':
         train, val, num_classes = _folder(cfg, train_tf, val_tf)

@@ -114,10 +114,11 @@ class LabelCE(nn.Module):
 
 
 class FeatureMSE(nn.Module):
-    """Mean squared error per imitated block (1/NCHW), averaged over blocks, times `scale`.
-    The trainer sets `scale` to the global batch (per-process batch x processes x accumulation)
-    for the paper's 'lambda x batch size' reading, so a recipe means the same loss balance on
-    any number of processes.
+    """Mean squared error per imitated block (1/NCHW), averaged over blocks, times `scale`;
+    with `per_sample`, each block's squared Frobenius norm per sample instead (the mean x CHW).
+    The criterion sets `scale` to the global batch (per-process batch x processes x
+    accumulation) for the `batch_sum` reading of Table 10's 'lambda x batch size', so a recipe
+    means the same loss balance on any number of processes (distill/terms.py: the reductions).
 
     Recipe (terms `l_in`: norm1 outputs, `l_in_hidden`: block outputs, `l_out`: token-mixer
     outputs, at each imitated block; the module-imitation teacher is needed):
@@ -129,15 +130,17 @@ class FeatureMSE(nn.Module):
           l_in: {weight: 1.0e-4}          # the norm1 outputs (not in the paper recipes)
           blocks: null                  # default: the last block of each stage
           feature_reduction: batch_sum  # scale = the global batch
+          # per term: l_out: {weight: 1.0e-3, reduction: mean}   (mean | batch_sum | sample_sum)
     """
 
-    def __init__(self, scale: float = 1.0):
+    def __init__(self, scale: float = 1.0, per_sample: bool = False):
         super().__init__()
-        self.scale = scale
+        self.scale, self.per_sample = scale, per_sample
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
-        losses = [MeanSquaredError.apply(s, t.detach()) for s, t in zip(student_feats, teacher_feats)]
+        losses = [MeanSquaredError.apply(s, t.detach()) * (s[0].numel() if self.per_sample else 1)
+                  for s, t in zip(student_feats, teacher_feats)]
         return torch.stack(losses).mean() * self.scale
 
 
@@ -169,7 +172,8 @@ def relation_matrix(y: torch.Tensor) -> torch.Tensor:
 
 class RelationMSE(nn.Module):
     """MSE between token relation matrices (normaliser 1/(N H^2 W^2)), averaged over blocks,
-    times `scale` (see FeatureMSE).
+    times `scale`; with `per_sample`, each sample's squared Frobenius norm (the mean x (HW)^2)
+    (see FeatureMSE).
 
     Early stages have many tokens and few channels (3,136 x 64 at 224 px): there the HW x HW
     matrices are not built. With A, B the normalised tokens (C x HW), P = A + B, Q = A - B:
@@ -186,9 +190,9 @@ class RelationMSE(nn.Module):
           l_rel: {weight: 1.0, start: 0, end: 100}
     """
 
-    def __init__(self, scale: float = 1.0):
+    def __init__(self, scale: float = 1.0, per_sample: bool = False):
         super().__init__()
-        self.scale = scale
+        self.scale, self.per_sample = scale, per_sample
 
     @float32_loss
     def forward(self, student_feats, teacher_feats):
@@ -201,7 +205,7 @@ class RelationMSE(nn.Module):
                 loss = (relation_matrix(s) - target).pow(2).mean()
             else:
                 loss = GramRelationDistance.apply(s, t.detach()) / (n * hw * hw)
-            losses.append(loss)
+            losses.append(loss * (hw * hw) if self.per_sample else loss)
         return torch.stack(losses).mean() * self.scale
 
 

@@ -32,14 +32,40 @@ class TermConfig:
 class SoftTermConfig(TermConfig):
     temperature: float = 1.0
     # The summed KL divided by N (batchmean) or by N x classes (numel: DeiT's soft distillation,
-    # which the paper follows; its lambdas are balanced against that size).
+    # which the paper says it follows; the paper does not say which size its lambdas assume).
     normalize: str = 'batchmean'
+
+
+# How a feature term turns one block's per-element squared differences into a number:
+#   mean:       the mean over every element (1/NCHW; L_rel 1/(N H^2 W^2))
+#   batch_sum:  that mean x the GLOBAL batch (a reading of Table 10's "lambda x batch size")
+#   sample_sum: the squared Frobenius norm of each sample's difference, averaged over samples
+#               (the mean x CHW; L_rel x (HW)^2), as the paper writes the terms
+FEATURE_REDUCTIONS = ('mean', 'batch_sum', 'sample_sum')
+
+
+@dataclass
+class FeatureTermConfig(TermConfig):
+    # null: the section's distill.feature_reduction; else one of FEATURE_REDUCTIONS.
+    reduction: Optional[str] = None
 
 
 class LossContext(NamedTuple):
     """What the criterion knows beyond a term's own recipe section."""
     label_smoothing: float = 0.0
-    feature_scale: float = 1.0       # 1, or the global batch for feature_reduction=batch_sum
+    global_batch: int = 1             # per-process batch x processes x accumulation
+    feature_reduction: str = 'mean'   # the default of feature terms without their own reduction
+
+
+def feature_reduction(term_cfg: 'FeatureTermConfig', context: LossContext) -> str:
+    """The reduction a feature term uses: its own, else the section's default."""
+    return getattr(term_cfg, 'reduction', None) or context.feature_reduction
+
+
+def feature_scale(term_cfg: 'FeatureTermConfig', context: LossContext) -> float:
+    """The factor batch_sum puts on the mean: the global batch, so that a recipe means the same
+    balance on 1 or 64 processes; 1 for the other reductions."""
+    return float(context.global_batch) if feature_reduction(term_cfg, context) == 'batch_sum' else 1.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +91,9 @@ class Term:
         return self.loss(*self.args(term_cfg, context))
 
 
-def _feature_scale(term, context):
-    return (context.feature_scale,)
+def _feature_args(term, context):
+    # FeatureMSE / RelationMSE(scale, per_sample): per_sample sums each sample's elements.
+    return (feature_scale(term, context), feature_reduction(term, context) == 'sample_sum')
 
 
 TERMS: Dict[str, Term] = {t.name: t for t in (
@@ -77,17 +104,18 @@ TERMS: Dict[str, Term] = {t.name: t for t in (
          config=SoftTermConfig, args=lambda term, context: (term.temperature, term.normalize)),
     Term('hard', HardTargetKD, 'logit', "cross-entropy to the teacher's argmax (DeiT's hard distillation)"),
     Term('l_in', FeatureMSE, 'feature', 'L_in: MSE of the norm1 outputs (the mixer inputs)',
-         records='.norm1', needs_mixer=True, args=_feature_scale),
+         records='.norm1', needs_mixer=True, config=FeatureTermConfig, args=_feature_args),
     Term('l_in_hidden', FeatureMSE, 'feature', "L'_in: MSE of the block outputs", records='',
-         args=_feature_scale),
+         config=FeatureTermConfig, args=_feature_args),
     Term('l_out', FeatureMSE, 'feature', 'L_out: MSE of the token-mixer outputs',
-         records='.token_mixer', needs_mixer=True, args=_feature_scale),
+         records='.token_mixer', needs_mixer=True, config=FeatureTermConfig, args=_feature_args),
     Term('l_rel', RelationMSE, 'feature', 'L_rel: MSE of the token relation matrices of the block outputs',
-         records='', args=_feature_scale),
+         records='', config=FeatureTermConfig, args=_feature_args),
 )}
 
 for _t in TERMS.values():
     assert _t.kind in KINDS and (_t.records is not None) == (_t.kind == 'feature'), _t
+    assert (_t.kind == 'feature') == issubclass(_t.config, FeatureTermConfig), _t
 
 
 def names(kind: Optional[str] = None) -> List[str]:
@@ -109,6 +137,17 @@ def feature_modules(cfg, blocks: Sequence[str]) -> Dict[str, List[str]]:
 def recorded_modules(modules: Dict[str, List[str]]) -> List[str]:
     """Every module a recorder must hook for `feature_modules(...)`, once each, sorted."""
     return sorted({name for names_ in modules.values() for name in names_})
+
+
+def describe_reductions(cfg, context: LossContext) -> str:
+    """The configured feature terms' reductions, e.g. 'l_in_hidden batch_sum (x1024), l_rel mean'."""
+    parts = []
+    for name in configured(cfg):
+        if TERMS[name].kind == 'feature':
+            term = getattr(cfg, name)
+            scale = feature_scale(term, context)
+            parts.append(f'{name} {feature_reduction(term, context)}' + (f' (x{scale:g})' if scale != 1 else ''))
+    return ', '.join(parts)
 
 
 def markdown_table() -> str:

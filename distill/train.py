@@ -28,7 +28,7 @@ from timm.scheduler import CosineLRScheduler  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import models  # noqa: E402
-from distill import host_memory  # noqa: E402
+from distill import balance, host_memory  # noqa: E402
 from distill.train_state import (  # noqa: E402
     TrainState, latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
 from distill.config import RecipeError, load_recipe  # noqa: E402
@@ -39,7 +39,7 @@ from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E40
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
-from distill.terms import TERMS, feature_modules, recorded_modules  # noqa: E402
+from distill.terms import TERMS, describe_reductions, feature_modules, recorded_modules  # noqa: E402
 from distill.teacher import (  # noqa: E402
     compile_if_faster, compile_module, describe as describe_teacher, prepare_teacher)
 from models.errors import RIFormerError  # noqa: E402
@@ -80,6 +80,23 @@ def save_student(path, student, recipe, metrics):
     else:
         models.write_safetensors(path, student.state_dict(), {
             'format': 'timm', 'arch': recipe.student.arch, 'num_classes': str(student.num_classes), **extra})
+
+
+def show_balance(accelerator, student, criterion, dataset, recipe, mixup, epoch, layout):
+    """Measure the loss balance on the first batch of `epoch` and print its table and warnings."""
+    images, targets = None, None
+    with balance.preserved_rng(accelerator.device):
+        images, targets = balance.probe_batch(dataset, recipe.train.batch_size, recipe.train.seed, epoch, mixup,
+                                              accelerator.device, layout)
+    was_training = student.training
+    student.train()
+    rows = balance.measure(student, criterion, images, targets, epoch, accelerator.autocast)
+    student.train(was_training)
+    accelerator.print(balance.table(rows, f'loss balance at epoch {epoch + 1} (one batch of {images.shape[0]}; '
+                                          f'grad %: share of the gradient norm on the student\'s backbone)'))
+    for line in balance.warnings(rows, criterion, epoch):
+        print(line, file=sys.stderr, flush=True)
+    return rows
 
 
 def needs_unused_parameter_search(recipe) -> bool:
@@ -178,10 +195,14 @@ def run(recipe, check_only=False):
     criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
                                       recipe.data.label_smoothing, global_batch, feature_names)
     if check_only:
-        criterion.remove_hooks()
         say(f'inputs ok: {recipe.student.arch} student, {len(train_set)} train / {len(val_set)} val images, '
             f'{num_classes} classes, teacher {recipe.teacher.arch if teacher is not None else "-"}, '
             f'output_dir {out}')
+        student.to(accelerator.device)
+        mixup = build_mixup(recipe.data, num_classes)
+        for epoch in balance.epochs_to_measure(criterion, 0, cfg.epochs):
+            show_balance(accelerator, student, criterion, train_set, recipe, mixup, epoch, layout)
+        criterion.remove_hooks()
         return {}
     for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
         if t is not None and t_cfg.compile is not None:
@@ -246,11 +267,12 @@ def run(recipe, check_only=False):
         f'{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, '
         f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
         f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}'
-        + (f', feature terms x {criterion.feature_scale:g} (global batch)' if used and criterion.feature_scale != 1 else ''))
+        + (f'; feature reductions: {describe_reductions(recipe.distill, criterion.context)}' if used else ''))
     start = time.perf_counter()
     last_ckpt = resume_from
     # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
     metrics = {k: v for k, v in state.history[-1].items() if k != 'epoch'} if state.history else {}
+    measure_at = balance.epochs_to_measure(criterion, state.epoch, cfg.epochs)
     for epoch in range(state.epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
@@ -262,6 +284,11 @@ def run(recipe, check_only=False):
             if frozen and (epoch == state.epoch or participation.unused(epoch - 1) != frozen):
                 say(f'epoch {epoch + 1}: the active terms {criterion.active_terms(epoch)} reach no gradient to '
                     f'{len(frozen)} parameter tensors (e.g. {sorted(frozen)[0]}): frozen while they are inactive')
+        if cfg.loss_balance and epoch in measure_at and accelerator.is_main_process:
+            rows = show_balance(accelerator, accelerator.unwrap_model(student), criterion, train_set, recipe, mixup,
+                                epoch, layout)
+            accelerator.log(balance.scalars(rows), step=state.num_updates)
+            state.balance.append(balance.record(rows, epoch))
         try:
             train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
                                             scheduler, mixup, epoch, state, recipe, cfg.log_every)
@@ -295,6 +322,7 @@ def run(recipe, check_only=False):
             'train_seconds': round(state.train_seconds, 2),     # all sessions of the run
             'session_seconds': round(time.perf_counter() - start, 2),
             'processes': accelerator.num_processes,
+            'balance': state.balance,
         }
         write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2))
     accelerator.end_training()

@@ -39,13 +39,15 @@ class TrainState:
     best_top1: float = -1.0         # best val/top1 so far (best.safetensors holds that student)
     train_seconds: float = 0.0      # training time over all sessions of the run
     history: List[Dict[str, float]] = field(default_factory=list)   # one row of metrics per epoch
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+    balance: List[dict] = field(default_factory=list)   # the loss balance where it was measured (distill/balance.py)
 
     @classmethod
     def from_json(cls, text: str) -> 'TrainState':
-        return cls(**json.loads(text))
+        fields_ = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in fields_})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
 
 
 # Recipe keys that may change when a run is resumed.

@@ -230,7 +230,7 @@ def test_two_processes_lambda_uses_the_global_batch(feature_only_two_processes):
     result, _ = feature_only_two_processes
     assert result.returncode == 0, result.stderr[-3000:]
     # 32 per process x 2 processes x 2 accumulation steps
-    assert 'global batch 128' in result.stdout and 'feature terms x 128 (global batch)' in result.stdout
+    assert 'global batch 128' in result.stdout and 'feature reductions: l_in_hidden batch_sum (x128)' in result.stdout
 
 
 def test_two_processes_schedule_ends_at_the_last_update(feature_only_two_processes):

@@ -22,6 +22,9 @@ class AblationTeacher:
     arch: str = 'poolformer_mini'
     checkpoint: str = ''
     recipe: Optional[str] = None
+    # key.sub=value for the teacher's training, e.g. data.split_seed=1 for another draw of the
+    # task (the config's `overrides` apply to the students only).
+    overrides: List[str] = field(default_factory=list)
 
 
 @dataclass

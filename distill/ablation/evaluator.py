@@ -45,7 +45,8 @@ class Evaluator:
         _, val_set, _ = build_datasets(recipe.data, recipe.train.seed, recipe.student.arch)
         loader = torch.utils.data.DataLoader(val_set, batch_size=128)
         blocks = default_imitated_blocks(student) if hasattr(student, 'stages') else []
-        key = (recipe.data.source, recipe.data.path, recipe.data.image_size, recipe.data.val_fraction, tuple(blocks))
+        key = (recipe.data.source, recipe.data.path, recipe.data.image_size, recipe.data.val_fraction,
+               recipe.data.split_seed, tuple(blocks))
         if key not in self._teacher_cache:
             teacher = models.create_teacher(self.teacher.arch, self.teacher.checkpoint)
             self._teacher_cache[key] = (collect(teacher, loader, blocks, 'teacher'), self._erf(teacher, val_set))

@@ -59,7 +59,8 @@ def train_teacher(teacher: AblationTeacher, threads: int, say=print) -> Optional
         return None
     out = checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
-    args = [teacher.recipe, f'student.arch={teacher.arch}', f'train.output_dir={out}', 'train.progress=false']
+    args = [teacher.recipe, *teacher.overrides, f'student.arch={teacher.arch}', f'train.output_dir={out}',
+            'train.progress=false']
     say(f'teacher: {checkpoint} not there yet, training it ({" ".join(args)}; log {out / "train.log"})', flush=True)
     start = time.perf_counter()
     error = run_trainer(args, out / 'train.log', threads)
