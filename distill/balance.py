@@ -29,6 +29,17 @@ from .terms import TERMS, feature_reduction, feature_scale
 
 LOW, HIGH = 0.01, 0.95         # a term outside [1 %, 95 %] of the gradient gets a warning
 
+_FEATURE_DEFAULTS = [f'distill.{n}.reduction=null' for n, t in TERMS.items() if t.kind == 'feature']
+# The candidate readings of Table 10's sizes (docs/FIDELITY.md), as recipe overrides.
+READINGS = {
+    'shipped': ['distill.soft.normalize=numel', 'distill.feature_reduction=batch_sum', *_FEATURE_DEFAULTS],
+    'mean': ['distill.soft.normalize=numel', 'distill.feature_reduction=mean', *_FEATURE_DEFAULTS],
+    'mixed': ['distill.soft.normalize=numel', 'distill.feature_reduction=batch_sum', *_FEATURE_DEFAULTS,
+              'distill.l_rel.reduction=mean'],
+    'sample_sum': ['distill.soft.normalize=batchmean', 'distill.feature_reduction=sample_sum', *_FEATURE_DEFAULTS],
+    'batchmean_mean': ['distill.soft.normalize=batchmean', 'distill.feature_reduction=mean', *_FEATURE_DEFAULTS],
+}
+
 
 @dataclass
 class TermBalance:
@@ -135,7 +146,7 @@ def table(rows: List[TermBalance], title: str) -> str:
     return '\n'.join(lines)
 
 
-def warnings(rows: List[TermBalance], criterion, epoch: int) -> List[str]:
+def warnings(rows: List[TermBalance], global_batch: int, epoch: int) -> List[str]:
     """One line per term outside [LOW, HIGH] of the gradient, naming the keys that set its size."""
     if len(rows) < 2:
         return []
@@ -150,7 +161,7 @@ def warnings(rows: List[TermBalance], criterion, epoch: int) -> List[str]:
             keys.append(f'distill.{r.term}.reduction (or distill.feature_reduction) = {r.reading}')
         elif r.term == 'soft':
             keys.append(f'distill.soft.normalize={r.reading}')
-        factors = f'global batch {criterion.context.global_batch}'
+        factors = f'global batch {global_batch}'
         out.append(f'warning: {r.term} has {100 * r.grad_share:.2f} % of the gradient at epoch {epoch + 1} '
                    f'({where}); its size is set by {", ".join(keys)} ({factors})')
     return out

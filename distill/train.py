@@ -94,7 +94,7 @@ def show_balance(accelerator, student, criterion, dataset, recipe, mixup, epoch,
     student.train(was_training)
     accelerator.print(balance.table(rows, f'loss balance at epoch {epoch + 1} (one batch of {images.shape[0]}; '
                                           f'grad %: share of the gradient norm on the student\'s backbone)'))
-    for line in balance.warnings(rows, criterion, epoch):
+    for line in balance.warnings(rows, criterion.context.global_batch, epoch):
         print(line, file=sys.stderr, flush=True)
     return rows
 

@@ -81,7 +81,7 @@ def test_known_shares():
     assert rows['l_in_hidden'].factor == pytest.approx(4) and rows['l_in_hidden'].reading == 'batch_sum x4'
     assert rows['l_out'].factor == pytest.approx(1) and rows['l_out'].reading == 'mean'
     assert rows['l_out'].raw == pytest.approx(16 * rows['l_in_hidden'].raw, rel=1e-5)
-    assert balance.warnings(list(rows.values()), criterion, 0) == []
+    assert balance.warnings(list(rows.values()), 4, 0) == []
     assert all(p.grad is None for p in student.parameters()), 'measuring writes no .grad'
 
 
@@ -91,7 +91,7 @@ def test_dominant_and_negligible_terms_are_warned_with_their_keys():
     shares = {r.term: r.grad_share for r in rows}
     # norms 4 : 4e-3, so shares 1/1.001 and 1e-3/1.001
     assert shares['l_in_hidden'] == pytest.approx(1 / 1.001, rel=1e-5)
-    lines = balance.warnings(rows, criterion, 2)
+    lines = balance.warnings(rows, 4, 2)
     assert len(lines) == 2
     over = next(line for line in lines if line.startswith('warning: l_in_hidden'))
     under = next(line for line in lines if line.startswith('warning: l_out'))
@@ -210,3 +210,36 @@ def test_check_prints_the_table_for_every_window(teacher_ckpt, tmp_path, capsys)
     for epoch in [1] + [e + 1 for e in windows if e < recipe.train.epochs]:
         assert f'loss balance at epoch {epoch} ' in out
     assert not (tmp_path / 'x').exists()
+
+
+# --- the proxy at a recipe's own shapes ---------------------------------------------------------
+
+def test_proxy_prints_every_window_and_states_the_proxy(capsys):
+    from distill.cli import balance as cli
+    assert cli.main([str(ROOT / 'recipes/clutter/imitation.yaml'), '--processes', '2']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('proxy: riformer_mini student') and 'random non-trivial weights' in out
+    assert 'global batch 128' in out and 'batch_sum x128' in out
+    for window in ('epochs 1-1', 'epochs 2-3', 'epochs 4-4'):
+        assert f'loss balance, {window}' in out
+    first = out.split('loss balance, epochs 1-1')[1].split('loss balance')[0]
+    shares = [float(line.split()[-1]) for line in first.strip().splitlines()[1:]]
+    assert len(shares) == 4 and sum(shares) == pytest.approx(100, abs=0.05)
+
+
+def test_proxy_readings_table(capsys):
+    from distill.cli import balance as cli
+    assert cli.main([str(ROOT / 'recipes/clutter/imitation.yaml'), '--readings']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[2:]]
+    assert {r[0] for r in rows} == set(balance.READINGS)
+    # batchmean_mean against shipped: the soft term is 10 x 64 / 1 larger relative to the features,
+    # so its share at the first window must be larger
+    share = {r[0]: float(r[2]) for r in rows if r[1] == '1-1'}
+    assert share['batchmean_mean'] > share['mean'] > share['shipped']
+
+
+def test_proxy_rejects_a_recipe_without_teacher(capsys):
+    from distill.cli import balance as cli
+    assert cli.main([str(ROOT / 'recipes/clutter/ce.yaml')]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
