@@ -139,6 +139,9 @@ class TrainConfig:
     # Student (and teacher) in channels_last: oneDNN trains convolutions about 2x faster in it
     # on CPUs; the teacher always follows the student's layout.
     channels_last: bool = True
+    # CPU threads per process; null: OMP_NUM_THREADS if set, else the cores that are idle when
+    # the run starts (distill/threads.py: more threads than free cores wait on each other)
+    threads: Optional[int] = None
     # glibc malloc keeps freed memory instead of unmapping it (distill/host_memory.py): each step
     # reuses its large tensors without page faults; false leaves the C library's defaults.
     keep_host_memory: bool = True
@@ -221,6 +224,8 @@ class Recipe:
                                   f'(or null for distill.feature_reduction)')
         if self.train.mixed_precision not in ('no', 'bf16', 'fp16'):
             raise RecipeError(f'train.mixed_precision {self.train.mixed_precision!r}: use no, bf16 or fp16')
+        if self.train.threads is not None and self.train.threads < 1:
+            raise RecipeError(f'train.threads {self.train.threads}: must be at least 1 (or null: the idle cores)')
         for name in ('epochs', 'batch_size', 'eval_every', 'checkpoint_every', 'keep_checkpoints', 'log_every'):
             if getattr(self.train, name) < 1:
                 raise RecipeError(f'train.{name} must be at least 1')

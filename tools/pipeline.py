@@ -25,15 +25,17 @@ import models  # noqa: E402
 from distill.benchmark import time_steps  # noqa: E402
 from distill.config import load_recipe  # noqa: E402
 from distill.evaluation import evaluate_checkpoint  # noqa: E402
+from distill.threads import choose_threads  # noqa: E402
 
 
 def train(recipe, out, overrides):
-    """Run (or resume) a recipe; returns its training time over all sessions."""
+    """Run (or resume) a recipe; returns (training time over all sessions, epochs it has)."""
     cmd = [sys.executable, str(ROOT / 'distill' / 'train.py'), str(recipe),
            f'train.output_dir={out}', 'train.progress=false', 'resume=true', *overrides]
     print('$', ' '.join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
-    return json.loads((Path(out) / 'summary.json').read_text())['train_seconds']
+    summary = json.loads((Path(out) / 'summary.json').read_text())
+    return summary['train_seconds'], summary['epochs']
 
 
 @torch.inference_mode()
@@ -52,12 +54,16 @@ def main(argv=None):
     parser.add_argument('--out', default='runs/digits', help='where the runs go (default runs/digits)')
     parser.add_argument('--epochs', type=int, help='override train.epochs of both recipes')
     args = parser.parse_args(argv)
+    threads, note = choose_threads()      # the trainers choose their own; this is for evaluation and timing
+    torch.set_num_threads(threads)
+    if note:
+        print(note, flush=True)
     out = Path(args.out)
     extra = [f'train.epochs={args.epochs}'] if args.epochs else []
     teacher_dir, student_dir = out / 'teacher', out / 'imitation'
 
-    t_teacher = train(ROOT / 'recipes/digits/teacher.yaml', teacher_dir, extra)
-    t_student = train(ROOT / 'recipes/digits/imitation.yaml', student_dir,
+    t_teacher, e_teacher = train(ROOT / 'recipes/digits/teacher.yaml', teacher_dir, extra)
+    t_student, e_student = train(ROOT / 'recipes/digits/imitation.yaml', student_dir,
                       extra + [f'teacher.checkpoint={teacher_dir / "model.safetensors"}'])
     student_ckpt = student_dir / 'model.safetensors'
     deploy_ckpt = student_dir / 'model.deploy.safetensors'
@@ -72,8 +78,8 @@ def main(argv=None):
     train_ips, deploy_ips = images_per_second(models.load_model(student_ckpt), models.load_deploy(deploy_ckpt), x)
 
     print(f'\nsummary (digits validation split, {deploy["images"]} images)')
-    print(f'  teacher  poolformer_mini          top-1 {teacher["top1"]:6.2f}   trained in {t_teacher:5.1f}s')
-    print(f'  student  riformer_mini (train)    top-1 {student["top1"]:6.2f}   distilled in {t_student:5.1f}s')
+    print(f'  teacher  poolformer_mini          top-1 {teacher["top1"]:6.2f}   trained in {t_teacher:5.1f}s ({e_teacher} epochs)')
+    print(f'  student  riformer_mini (train)    top-1 {student["top1"]:6.2f}   distilled in {t_student:5.1f}s ({e_student} epochs)')
     print(f'  deploy   riformer_mini (folded)   top-1 {deploy["top1"]:6.2f}   '
           f'check error {reparam["max_rel_error"]:.1e}')
     print(f'  deploy equals student: same prediction on {deploy["agreement"]:.2f}% of images, '

@@ -6,8 +6,6 @@ import functools
 import sys
 from typing import List
 
-from models.errors import RIFormerError
-
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -23,7 +21,11 @@ def one_line_errors(main):
     def wrapper(argv=None):
         try:
             return main(argv)
-        except RIFormerError as e:
+        except Exception as e:
+            # Imported here: `models` pulls in torch and timm, which `--help` does not need.
+            from models.errors import RIFormerError
+            if not isinstance(e, RIFormerError):
+                raise
             print(f'error: {e}', file=sys.stderr)
             return 2
     return wrapper

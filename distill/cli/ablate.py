@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 from distill.cli import Parser
-from distill.ablation import (
-    AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report, train_teacher)
 
 DEFAULT_CONFIG = 'recipes/digits/ablation.yaml'
 
@@ -43,6 +41,9 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    # After parsing: the ablation machinery imports torch and timm, which --help does not need.
+    from distill.ablation import (
+        AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report, train_teacher)
     try:
         for name in ('jobs', 'threads', 'epochs'):
             value = getattr(args, name)

@@ -16,16 +16,13 @@ student's backbone (distill/balance.py).
 import math
 import sys
 
-import torch
-
-from models import UsageError
-
 from . import Parser, one_line_errors
 
 
-def natural_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+def natural_images(n: int, size: int, seed: int = 0):
     """n x 3 x size x size images with a 1/f amplitude spectrum and random phases, standardised
     per channel (what a normalised ImageNet batch looks like to a network, statistically)."""
+    import torch
     g = torch.Generator().manual_seed(seed)
     fy = torch.fft.fftfreq(size).abs()[:, None]
     fx = torch.fft.rfftfreq(size)[None, :]
@@ -35,11 +32,17 @@ def natural_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return (images - images.mean((2, 3), keepdim=True)) / images.std((2, 3), keepdim=True)
 
 
-@torch.no_grad()
-def nontrivial_weights(model: torch.nn.Module, seed: int = 0, logit_std: float = 3.0) -> torch.nn.Module:
+def nontrivial_weights(model, seed: int = 0, logit_std: float = 3.0):
     """Random weights far from the init values: layer scales N(0.5, 0.25) (trained PoolFormers
     carry O(0.1-1) scales, not the 1e-5 init), norm weights N(1, 0.3), biases N(0, 0.1), other
     weights at He scale; the classifier scaled so that the logits have about `logit_std`."""
+    import torch
+    with torch.no_grad():
+        return _nontrivial_weights(model, seed, logit_std)
+
+
+def _nontrivial_weights(model, seed, logit_std):
+    import torch
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if 'layer_scale' in name:
@@ -61,6 +64,7 @@ def nontrivial_weights(model: torch.nn.Module, seed: int = 0, logit_std: float =
 def build(recipe, classes: int, processes: int):
     """(student, criterion) of the recipe with proxy teachers."""
     import timm
+    import torch
     import models
     from distill.criterion import DistillationCriterion
     from distill.recorders import default_imitated_blocks
@@ -106,6 +110,7 @@ def window(recipe, epoch) -> str:
 
 
 def measure_windows(recipe, classes, processes, batch):
+    import torch
     from distill import balance
     student, criterion = build(recipe, classes, processes)
     images = natural_images(batch, recipe.data.image_size)
@@ -129,6 +134,7 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=4, help='images in the measured batch (default 4)')
     p.add_argument('--readings', action='store_true', help='every candidate reading of Table 10, one line each')
     args = p.parse_args(argv)
+    from models import UsageError
     from distill import balance
     from distill.config import EMBEDDED_SOURCES, load_recipe
     recipe = load_recipe(args.recipe, args.overrides)

@@ -1,32 +1,50 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint on the validation split of a recipe's data.
+"""Evaluate a checkpoint on the validation split of its recipe's data.
 
-    python tools/evaluate.py CKPT --recipe recipes/digits/imitation.yaml [--compare OTHER] [--json OUT]
+    python tools/evaluate.py CKPT [--recipe RECIPE.yaml] [--compare OTHER] [--json OUT]
 
 CKPT: a deploy checkpoint (tools/reparam.py), a trainer student file (model.safetensors /
-best.safetensors, RIFormer or any timm model), or a teacher file. With --compare, also reports
-how often the two checkpoints predict the same class and their largest logit difference.
+best.safetensors, RIFormer or any timm model), or a teacher file. The validation set is the one
+of the recipe the checkpoint was trained with (stored in the trainer's files and carried into
+deploy files); --recipe names another. With --compare, also reports how often the two
+checkpoints predict the same class and their largest logit difference.
 """
 import json
 import sys
 from pathlib import Path
 
-from distill.config import load_recipe
-from distill.evaluation import evaluate_checkpoint
-
 from . import Parser, one_line_errors
+
+
+def recipe_of(checkpoint, recipe_path=None):
+    """The recipe to evaluate `checkpoint` with: `recipe_path`, else the one stored in the file."""
+    from distill.config import Recipe, build, load_recipe
+    from models import UsageError
+    from models.checkpoint_io import read_metadata
+    if recipe_path:
+        return load_recipe(recipe_path)
+    if not Path(checkpoint).is_file():
+        raise UsageError(f'{checkpoint}: no such checkpoint')
+    stored = read_metadata(checkpoint).get('recipe')
+    if not stored:
+        raise UsageError(f'{checkpoint} holds no recipe (files from distill/train.py have one, deploy files from tools/reparam.py carry it): '
+                         f'pass --recipe RECIPE.yaml, the recipe whose data section defines the validation set')
+    return build(Recipe, json.loads(stored), '').validate()
 
 
 @one_line_errors
 def main(argv=None):
     parser = Parser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('checkpoint')
-    parser.add_argument('--recipe', required=True, help='recipe whose data section defines the validation set')
+    parser.add_argument('checkpoint', help='the checkpoint to evaluate (.safetensors / .pth)')
+    parser.add_argument('--recipe', help="recipe whose data section defines the validation set "
+                                         "(default: the recipe stored in the checkpoint)")
     parser.add_argument('--compare', help='second checkpoint to compare predictions with')
-    parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--batch-size', type=int, default=256, help='evaluation batch (default 256)')
     parser.add_argument('--json', help='also write the result as JSON here')
     args = parser.parse_args(argv)
-    result = evaluate_checkpoint(args.checkpoint, load_recipe(args.recipe), args.compare, args.batch_size)
+    from distill.evaluation import evaluate_checkpoint
+    result = evaluate_checkpoint(args.checkpoint, recipe_of(args.checkpoint, args.recipe), args.compare,
+                                 args.batch_size)
     line = f'{result["checkpoint"]}: top-1 {result["top1"]:.2f}  top-5 {result["top5"]:.2f}  ({result["images"]} images)'
     if args.compare:
         line += (f'\n  vs {result["compare"]}: top-1 {result["compare_top1"]:.2f}, same prediction on '

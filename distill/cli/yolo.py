@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """ultralytics' `yolo` command with checkpoints read safely (installed as `riformer-yolo`).
 
+usage: riformer-yolo TASK MODE key=value ...     (the arguments of `yolo`; `yolo help` lists them)
+
     riformer-yolo detect predict model=runs/detect/exp/weights/best.pt source=images/
     riformer-yolo detect train model=runs/detect/exp/weights/last.pt data=data.yaml epochs=10
 
