@@ -85,4 +85,4 @@ def test_readme_commands_run_as_written(tmp_path):
     assert '"epochs": 2' in (repo / 'runs/digits/imitation/summary.json').read_text()
     assert models.load_deploy(repo / 'riformer_s12.deploy.safetensors').form == 'deploy'
     assert (repo / 'runs/digits/imitation/model.deploy.safetensors').is_file()
-    assert (repo / 'runs/digits/ablation/ablation.md').is_file() and (repo / 'bench.md').is_file()
+    assert (repo / 'runs/digits/ablation/ablation.md').is_file() and (repo / 'runs/bench.md').is_file()

@@ -3,7 +3,7 @@
 
     python tools/benchmark.py --archs s12,s24 --batch-sizes 16 --img-size 224 --reps 9
     python tools/benchmark.py --archs s12,efficientvit_m0,fasternet_t0 --channels-last
-    python tools/benchmark.py --smoke --markdown bench.md --csv bench.csv
+    python tools/benchmark.py --smoke --markdown runs/bench.md --csv runs/bench.csv
 
 All rows are timed in one process, interleaved, as median and IQR over repetitions; the cases,
 timer and report live in `distill/benchmark/` (its docstring says how to add rows).
