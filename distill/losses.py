@@ -48,8 +48,10 @@ class SoftTargetKD(nn.Module):
     teacher distribution to the student's.
 
     `normalize` divides the summed KL by N ('batchmean') or by N x classes ('numel', DeiT's
-    `DistillationLoss`, which the paper follows: its lambdas are balanced against this size).
-    The two differ by the class count (1000x on ImageNet).
+    `DistillationLoss`, whose soft distillation the paper says it follows; the paper does not
+    say which size its lambdas assume). The two differ by the class count (1000x on ImageNet):
+    which one a recipe uses decides how much of the gradient the term gets
+    (distill/balance.py measures it).
 
     Recipe (term `soft`; a teacher or logit_teacher is needed):
 
