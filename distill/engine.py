@@ -57,8 +57,9 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         if accelerator.sync_gradients and state.num_updates % log_every == 0:
             guard.check(accelerator, epoch)          # every process reaches this at the same update
             logged = mean_over_processes(accelerator, {'total': loss, **terms})
-            accelerator.log({f'loss/{k}': v for k, v in logged.items()}
-                            | {'lr': optimizer.param_groups[0]['lr']}, step=state.num_updates)
+            # Under step/: the x axis of these is the optimizer update, not the epoch.
+            accelerator.log({f'step/loss/{k}': v for k, v in logged.items()}
+                            | {'step/lr': optimizer.param_groups[0]['lr']}, step=state.num_updates)
             progress.report(logged['total'], optimizer.param_groups[0]['lr'])
     guard.check(accelerator, epoch)                  # before anything of this epoch is saved
 

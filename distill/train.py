@@ -37,7 +37,8 @@ from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
-from distill.run_log import epoch_line, schedule, term_weights, write_run_description  # noqa: E402
+from distill.run_log import (  # noqa: E402
+    FINISHED, epoch_line, epoch_scalars, mark_unfinished, schedule, write_run_description)
 from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from distill.terms import TERMS, describe_reductions, feature_modules, recorded_modules  # noqa: E402
 from distill.teacher import (  # noqa: E402
@@ -261,6 +262,8 @@ def run(recipe, check_only=False):
     if resume_from is None and accelerator.is_main_process:
         write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
                               has_teacher=(logit_teacher or teacher) is not None)
+    if state.epoch < cfg.epochs and accelerator.is_main_process:
+        mark_unfinished(accelerator.get_tracker('tensorboard', unwrap=True), state.epoch)
 
     unwrapped = accelerator.unwrap_model(student)
     say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
@@ -278,7 +281,6 @@ def run(recipe, check_only=False):
         # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
         # restarts at 0 in a resumed process: set it through the loader.
         train_loader.set_epoch(epoch)
-        accelerator.log(term_weights(recipe.distill, epoch), step=state.num_updates)
         if participation is not None:
             frozen = participation.apply(epoch)
             if frozen and (epoch == state.epoch or participation.unused(epoch - 1) != frozen):
@@ -287,7 +289,7 @@ def run(recipe, check_only=False):
         if cfg.loss_balance and epoch in measure_at and accelerator.is_main_process:
             rows = show_balance(accelerator, accelerator.unwrap_model(student), criterion, train_set, recipe, mixup,
                                 epoch, layout)
-            accelerator.log(balance.scalars(rows), step=state.num_updates)
+            accelerator.log(balance.scalars(rows), step=epoch + 1)     # the epoch it is measured for
             state.balance.append(balance.record(rows, epoch))
         try:
             train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
@@ -307,7 +309,8 @@ def run(recipe, check_only=False):
                     save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
         state.train_seconds += time.perf_counter() - epoch_start
         state.history.append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
-        accelerator.log(metrics | term_weights(recipe.distill, epoch), step=state.num_updates)
+        last_lr = optimizer.param_groups[0]['lr']
+        accelerator.log(epoch_scalars(metrics, recipe.distill, epoch, last_lr), step=epoch + 1)     # x: epoch from 1
         say(epoch_line(epoch, cfg.epochs, metrics, criterion.active_terms(epoch)))
         if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
             last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints)
@@ -325,6 +328,7 @@ def run(recipe, check_only=False):
             'balance': state.balance,
         }
         write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2))
+    accelerator.log({FINISHED: 1.}, step=cfg.epochs)      # nothing without trackers: nothing trained
     accelerator.end_training()
     criterion.remove_hooks()
     return metrics

@@ -59,6 +59,19 @@ def tb_scalars(run_dir, tag):
     return sorted(points)
 
 
+def finished_mark(run_dir):
+    """The last `run/finished` value a run wrote (its event files read in the order its sessions
+    wrote them, as TensorBoard does); None if it wrote none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    last = None
+    for events in sorted(Path(run_dir, 'tb').glob('events.out.tfevents.*')):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if 'run/finished' in acc.Tags()['scalars']:
+            last = acc.Scalars('run/finished')[-1].value
+    return last
+
+
 def tb_tags(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tags = set()
@@ -80,8 +93,8 @@ def test_digits_recipe_one_epoch(name, teacher_ckpt, tmp_path, capsys):
     recipe = models.read_checkpoint(out / 'model.safetensors')
     assert recipe.config.arch == 'riformer_mini'
     tags = tb_tags(out)
-    assert {'lr', 'loss/total', 'val/top1', 'val/top5', 'train/top1', 'train/top5',
-            'train/images_per_sec', 'epoch_time'} <= tags
+    assert {'step/lr', 'step/loss/total', 'loss/total', 'val/top1', 'val/top5', 'train/top1', 'train/top5',
+            'train/images_per_sec', 'train/epoch_time', 'train/lr', 'run/finished'} <= tags
     terms = {t for t in ('ce', 'soft', 'l_in_hidden', 'l_out', 'l_rel') if f'loss/{t}' in tags}
     expected = {'imitation': {'soft', 'l_in_hidden', 'l_out', 'l_rel'}, 'feature': {'soft', 'l_in_hidden'},
                 'plain': {'ce'}}[name]
@@ -117,11 +130,14 @@ def test_resume_after_kill_is_exact(teacher_ckpt, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / 'killed' / 'model.safetensors').exists()
+    # TensorBoard tells the killed run from the finished one.
+    assert finished_mark(tmp_path / 'killed') == 0 and finished_mark(tmp_path / 'full') == 1
     # The last good checkpoint is loadable as it stands.
     assert load_file(str(tmp_path / 'killed' / 'checkpoints' / 'epoch_0001' / 'model.safetensors'))
     result = subprocess.run(_cmd(tmp_path / 'killed', t, 'resume=true'), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert 'resumed from' in result.stdout
+    assert finished_mark(tmp_path / 'killed') == 1
     a = load_file(str(tmp_path / 'full' / 'model.safetensors'))
     b = load_file(str(tmp_path / 'killed' / 'model.safetensors'))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -239,7 +255,7 @@ def test_two_processes_schedule_ends_at_the_last_update(feature_only_two_process
     result, out = feature_only_two_processes
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / 'summary.json').read_text())
-    lrs = dict(tb_scalars(out, 'lr'))                       # logged after each update
+    lrs = dict(tb_scalars(out, 'step/lr'))                  # logged after each update
     assert summary['num_updates'] == 3 and sorted(lrs) == [1, 2, 3]
     assert lrs[3] == pytest.approx(1e-5) and lrs[2] > 1e-5 * 10
 
@@ -249,8 +265,9 @@ def test_two_processes_log_the_mean_over_processes(feature_only_two_processes):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['final']['loss/probe'] == pytest.approx(1.5)
-    logged = tb_scalars(out, 'loss/probe')            # each update, and the epoch mean
-    assert sorted({step for step, _ in logged}) == [1, 2, 3] and all(v == pytest.approx(1.5) for _, v in logged)
+    logged = tb_scalars(out, 'step/loss/probe')       # each update
+    assert [step for step, _ in logged] == [1, 2, 3] and all(v == pytest.approx(1.5) for _, v in logged)
+    assert tb_scalars(out, 'loss/probe') == [(1, pytest.approx(1.5))]     # the epoch mean, at epoch 1
 
 
 def test_two_processes_draw_different_randomness(feature_only_two_processes):
@@ -270,7 +287,7 @@ def test_schedule_ends_at_the_last_update_with_accumulation(tmp_path, capsys):
     code, _, err = run_main(capsys, DIGITS / 'plain.yaml', 'train.epochs=1', 'optim.grad_accum=3',
                             'optim.warmup_epochs=0', 'train.log_every=1', f'train.output_dir={out}')
     assert code == 0, err
-    lrs = dict(tb_scalars(out, 'lr'))
+    lrs = dict(tb_scalars(out, 'step/lr'))
     assert json.loads((out / 'summary.json').read_text())['num_updates'] == 4 and sorted(lrs) == [1, 2, 3, 4]
     assert lrs[4] == pytest.approx(1e-5) and lrs[3] > 1e-5 * 10
 
@@ -435,7 +452,7 @@ def _tb_run(run_dir):
     hparams = {k: v.WhichOneof('kind') and getattr(v, v.WhichOneof('kind'))
                for k, v in data.session_start_info.hparams.items()}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content['_hparams_/experiment']).experiment
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    metric_tags = [m.name.tag for m in experiment.metric_infos]
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     starts = sum(v.tag == '_hparams_/session_start_info' for f in tb.glob('events.out.tfevents.*')
                  for e in EventFileLoader(str(f)).Load() for v in e.summary.value)
@@ -467,14 +484,64 @@ def test_tensorboard_one_run_with_hparams_metrics_and_term_weights(teacher_ckpt,
     assert code == 0 and sorted((out / 'tb').glob('events.out.tfevents.*')) == files   # nothing left to train
     scalars, hparams, metric_tags, tensor_tags, starts = _tb_run(out)
     assert starts == 1                                   # the resume added no second description
-    assert metric_tags == {'val/top1', 'val/teacher_agreement'}
+    assert metric_tags == ['val/top1', 'val/teacher_agreement', 'val/top5', 'run/finished']
     assert 'val/top1' in scalars and len(scalars['val/teacher_agreement']) == 2
     assert hparams['distill.l_rel.end'] == 1 and hparams['student.arch'] == 'riformer_mini'
     assert 'resume' not in hparams and 'train.progress' not in hparams
     assert any(t.startswith('recipe') for t in tensor_tags)
-    # The weight of the closed window drops to 0 in epoch 2; open windows stay at their weight.
-    assert [v for _, v in scalars['weight/l_rel']][0] == 1 and [v for _, v in scalars['weight/l_rel']][-1] == 0
-    assert {v for _, v in scalars['weight/l_out']} == {1.0}
+    # A term's weight is logged while its window is open, at the epochs of the window.
+    assert scalars['loss/weight/l_rel'] == [(1, 1.0)] and scalars['loss/weight/l_out'] == [(1, 1.0), (2, 1.0)]
+
+
+def _tb_description(run_dir):
+    """(custom-scalars layout, HPARAMS experiment, HPARAMS session start) a run wrote when it started."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    acc = EventAccumulator(str(Path(run_dir, 'tb')), size_guidance={'tensors': 0})
+    acc.Reload()
+    layout = layout_pb2.Layout.FromString(acc.Tensors('custom_scalars__config__')[0].tensor_proto.string_val[0])
+    content = acc.PluginTagToContent('hparams')
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content['_hparams_/experiment']).experiment
+    start = plugin_data_pb2.HParamsPluginData.FromString(content['_hparams_/session_start_info']).session_start_info
+    return layout, experiment, start
+
+
+def test_tensorboard_layout_epoch_axis_and_hparams_keys(teacher_ckpt, tmp_path, capsys):
+    """The layout opens on validation and loss terms and charts every tag; epoch-level scalars
+    are against epochs, step/ ones against updates; HPARAMS holds the keys that say what the run
+    trains, those off their defaults first, and val/top1 as the first metric."""
+    from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+    out = tmp_path / 'tb_layout'
+    code, _, err = run_main(capsys, DIGITS / 'imitation.yaml', 'train.epochs=2', 'distill.l_rel.end=1',
+                            f'teacher.checkpoint={teacher_ckpt}', f'train.output_dir={out}')
+    assert code == 0, err
+    scalars = _tb_run(out)[0]
+    layout, experiment, start = _tb_description(out)
+
+    assert [c.title.split(' (')[0] for c in layout.category][:2] == ['validation', 'loss terms']
+    assert not any(c.closed for c in layout.category[:2])
+    charts = {chart.title: chart.multiline.tag[0] for c in layout.category for chart in c.chart}
+    assert [t for t in scalars if not any(re.match(regex, t) for regex in charts.values())] == []
+    assert [title for title, regex in charts.items() if not any(re.match(regex, t) for t in scalars)] == []
+
+    for tag in ('val/top1', 'val/teacher_agreement', 'loss/total', 'loss/l_out', 'train/top1', 'train/lr',
+                'train/epoch_time', 'balance/grad_share/soft'):
+        assert [step for step, _ in scalars[tag]] == [1, 2], tag          # x: the epoch, from 1
+    updates = json.loads((out / 'summary.json').read_text())['num_updates']
+    assert [step for step, _ in scalars['step/lr']] == list(range(2, updates + 1, 2))   # x: the update (log_every 2)
+    assert scalars['run/finished'] == [(0, 0.0), (2, 1.0)]
+
+    keys = set(start.hparams)
+    assert not [k for k in keys if k.startswith('data.clutter.')]                 # digits draws no clutter
+    assert not keys & {'resume', 'train.progress', 'train.output_dir', 'data.path', 'distill.hard.start'}
+    assert {'student.arch', 'data.split_seed', 'distill.hard.weight', 'distill.l_rel.end'} <= keys
+    assert start.hparams['distill.l_rel.end'].number_value == 1
+    _sort_and_reduce_to_hparams_limit(experiment)                                 # TensorBoard's column order
+    differs = [h.name for h in experiment.hparam_infos if h.differs]
+    assert 'distill.l_rel.end' in differs and 'optim.weight_decay' not in differs     # 0.05: the default
+    assert [h.name for h in experiment.hparam_infos[:len(differs)]] == differs
+    assert [m.name.tag for m in experiment.metric_infos][0] == 'val/top1'
 
 
 def test_all_input_problems_at_once_without_traceback(tmp_path):
