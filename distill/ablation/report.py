@@ -4,6 +4,7 @@ runs.csv, comparisons.csv, ablation.png (top-1, curves with bands over seeds, fe
 similarity), comparisons.png (differences with their intervals) and erf.png (effective
 receptive fields)."""
 import csv
+import itertools
 import math
 from pathlib import Path
 from typing import List
@@ -181,94 +182,162 @@ def write_csvs(out: Path, rows, runs):
                         r.get('train_s', ''), run_dir, r.get('error', '')])
 
 
-def plot(path: Path, rows):
+# What a comparison's difference is measured in, per metric (comparisons.png's axes).
+METRIC_UNITS = {'top1': 'top-1, percentage points', 'agreement': 'agreement with the teacher, percentage points',
+                'erf_rms_radius': 'ERF RMS radius, pixels', 'erf_area50': 'ERF area50, share of the image'}
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ((ax1, ax2), (ax3, ax4)) = plt.subplots(2, 2, figsize=(13, 9))
+    return plt
+
+
+def run_colours(names: List[str]) -> dict:
+    """A distinct colour per name, for any number of names: tab10's colours first, then each
+    next colour the one farthest (in RGB) from every colour taken so far, from a grid without
+    near-white (lost on the white background) and near-black (the teacher's reference line)."""
+    import numpy as np
+    from matplotlib import colormaps
+    chosen = [np.array(c) for c in colormaps['tab10'].colors][:len(names)]
+    levels = np.linspace(0, 1, 8)
+    grid = np.array([c for c in itertools.product(levels, repeat=3) if sum(c) < 2.4 and max(c) > 0.3])
+    while len(chosen) < len(names):
+        distance = np.linalg.norm(grid[:, None, :] - np.array(chosen)[None], axis=2).min(axis=1)
+        chosen.append(grid[int(distance.argmax())])
+    return {name: tuple(float(v) for v in c) for name, c in zip(names, chosen)}
+
+
+def _line_style(name: str) -> str:
+    return '--' if '@' in name else '-'         # runs of a setting other than the first: dashed
+
+
+def ablation_figure(rows):
+    """Top-1 per run (seeds as dots), validation curves with bands over seeds, CKA and NMSE per
+    stage; one colour per run in every panel, one legend outside the panels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+    plt = _pyplot()
+    fig, ((ax1, ax2), (ax3, ax4)) = plt.subplots(2, 2, figsize=(15, 9), layout='constrained')
     ok = [r for r in rows if r['n'] and not r['reused']]     # reused rows repeat another row
-    x = list(range(len(ok)))
-    ax1.errorbar(x, [r['top1'] for r in ok], yerr=[r['top1_std'] or 0. for r in ok], fmt='o', capsize=4, zorder=3)
+    colour = run_colours([r['name'] for r in ok])
     for i, r in enumerate(ok):
+        ax1.errorbar([i], [r['top1']], yerr=[r['top1_std'] or 0.], fmt='o', capsize=4, color=colour[r['name']],
+                     zorder=3)
         ax1.scatter([i] * len(r['points']), r['points'], s=10, color='grey', alpha=.6, zorder=2)
     teacher = next((r['teacher_top1'] for r in ok if r['teacher_top1'] is not None), None)
     if teacher is not None:
-        ax1.axhline(teacher, ls='--', color='k', lw=1, label=f'teacher {teacher:.2f}')
-        ax1.legend(loc='lower right')
-    ax1.set_xticks(x, [r['name'] for r in ok], rotation=30, ha='right')
+        ax1.axhline(teacher, ls=':', color='k', lw=1)
+    ax1.set_xticks(range(len(ok)), [r['name'] for r in ok], rotation=30, ha='right')
     ax1.set_ylabel('top-1 % (final student, mean ± std; dots: seeds)')
     ax1.set_title('validation top-1')
     for r in ok:
         if r['curve']:
             epochs, values = zip(*r['curve'])
-            line, = ax2.plot(epochs, values, marker='.', label=r['name'], ls='-' if '@' not in r['name'] else '--')
+            ax2.plot(epochs, values, marker='.', color=colour[r['name']], ls=_line_style(r['name']))
             spread = [sd for _, sd in r['curve_std']]
             ax2.fill_between(epochs, [v - sd for v, sd in zip(values, spread)],
-                             [v + sd for v, sd in zip(values, spread)], color=line.get_color(), alpha=.15, lw=0)
+                             [v + sd for v, sd in zip(values, spread)], color=colour[r['name']], alpha=.15, lw=0)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))      # epochs are whole numbers
     ax2.set_xlabel('epoch')
     ax2.set_ylabel('val top-1 % (trainer; mean, band ± std over seeds)')
     ax2.set_title('validation curves')
     ax2.set_ylim(top=100)
-    ax2.legend(fontsize=8)
     for ax, key, title in ((ax3, 'cka', 'linear CKA to the teacher (higher = closer)'),
                            (ax4, 'nmse', 'normalised MSE to the teacher (lower = closer)')):
         for r in ok:
             if r[key]:
-                ax.plot(range(1, len(r[key]) + 1), r[key], marker='o', label=r['name'],
-                        ls='-' if '@' not in r['name'] else '--')
+                ax.plot(range(1, len(r[key]) + 1), r[key], marker='o', color=colour[r['name']],
+                        ls=_line_style(r['name']))
         ax.set_xticks(range(1, len(ok[0]['blocks']) + 1) if ok else [])
         ax.set_xlabel('stage (its last block, where imitation applies)')
         ax.set_title(title)
-        ax.legend(fontsize=8)
     ax4.set_yscale('log')
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colour[r['name']], ls=_line_style(r['name']), marker='o') for r in ok]
+    labels = [r['name'] for r in ok]
+    if teacher is not None:
+        handles.append(Line2D([], [], color='k', ls=':', lw=1))
+        labels.append(f'teacher {teacher:.2f}')
+    fig.legend(handles, labels, loc='outside right center', fontsize=9)
+    return fig
+
+
+def plot(path: Path, rows):
+    fig = ablation_figure(rows)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
+
+
+def comparisons_figure(compared):
+    """Each metric's comparisons on their own axis, labelled with what the difference is in."""
+    plt = _pyplot()
+    items = [i for i in compared if i['difference'] is not None]
+    metrics = list(dict.fromkeys(i['comparison'].metric for i in items))
+    counts = [sum(i['comparison'].metric == m for i in items) for m in metrics]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 0.45 * len(items) + 1.6 * len(metrics) + 0.5),
+                             height_ratios=counts or None, layout='constrained', squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        mine = [i for i in items if i['comparison'].metric == metric][::-1]      # the first one on top
+        for y, item in enumerate(mine):
+            d = item['difference']
+            ax.errorbar([d.diff], [y], xerr=[[d.diff - d.low], [d.high - d.diff]], fmt='o', capsize=4,
+                        color='tab:blue' if d.resolved else 'tab:grey')
+        ax.axvline(0, color='k', lw=1)
+        ax.set_yticks(range(len(mine)), [i['comparison'].name for i in mine])
+        ax.set_ylim(-0.6, len(mine) - 0.4)
+        ax.set_xlabel(f'a - b: {METRIC_UNITS.get(metric, metric)}')
+    fig.suptitle('difference of the means over seeds, 95 % Welch interval (blue: excludes 0; grey: includes 0)',
+                 fontsize=10)
+    return fig
 
 
 def plot_comparisons(path: Path, compared):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    items = [i for i in compared if i['difference'] is not None]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(items) + 1.5))
-    for y, item in enumerate(reversed(items)):
-        d = item['difference']
-        ax.errorbar([d.diff], [y], xerr=[[d.diff - d.low], [d.high - d.diff]], fmt='o', capsize=4,
-                    color='tab:blue' if d.resolved else 'tab:grey')
-    ax.axvline(0, color='k', lw=1)
-    ax.set_yticks(range(len(items)), [f'{i["comparison"].name} ({i["comparison"].metric})' for i in reversed(items)])
-    ax.set_xlabel('a - b, mean over seeds with 95 % Welch interval (blue: excludes 0)')
-    fig.tight_layout()
+    fig = comparisons_figure(compared)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
-def plot_erf(path: Path, runs, config):
-    """The teacher's ERF and the mean ERF over seeds of each run named in erf.show."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from ..erf import mean_map, summarise
+def erf_panels(runs, config):
+    """[(title, map)]: the teacher's ERF and the mean ERF over seeds of each run in erf.show."""
+    from ..erf import mean_map
     done = [r for r in runs if r.result.get('erf_map') is not None]
     if not done:
-        return
+        return []
     panels = [('teacher', mean_map([done[0].result['teacher_erf_map']]))]
     for name in config.erf.show:
         maps = [r.result['erf_map'] for r in done if r.name == name]
         if maps:
             panels.append((f'{name} (mean of {len(maps)})', mean_map(maps)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    return panels
+
+
+def erf_figure(panels, block: str):
+    """The ERF maps side by side on one colour scale (% of the gradient mass per pixel, square
+    root: the tails, where pooling and imitation differ, stay visible next to the peak)."""
+    from matplotlib.colors import PowerNorm
+    from ..erf import summarise
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.8, 3.9), layout='constrained',
+                             squeeze=False)
+    norm = PowerNorm(0.5, vmin=0., vmax=max(float(m.max()) for _, m in panels) * 100)
     for ax, (title, m) in zip(axes[0], panels):
-        # sqrt: the tails, where pooling and imitation differ, stay visible next to the peak.
-        ax.imshow(m.sqrt().numpy(), cmap='magma')
+        image = ax.imshow(m.numpy() * 100, cmap='magma', norm=norm)
         ax.set_title(f'{title}\nRMS radius {summarise(m).rms_radius:.1f} px', fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f'effective receptive field of the centre unit of {config.erf.block} (sqrt of |gradient|)', fontsize=10)
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, pad=0.01, label='% of |gradient| per pixel (sqrt scale)')
+    fig.suptitle(f'effective receptive field of the centre unit of {block}', fontsize=10)
+    return fig
+
+
+def plot_erf(path: Path, runs, config):
+    panels = erf_panels(runs, config)
+    if not panels:
+        return
+    fig = erf_figure(panels, config.erf.block)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def write_comparisons_csv(path: Path, compared):
