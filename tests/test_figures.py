@@ -70,6 +70,11 @@ def test_comparisons_figure_has_one_labelled_axis_per_metric():
     assert [t.get_text() for t in erf.get_yticklabels()] == ['erf_a_vs_b']
 
 
+def test_comparisons_figure_without_intervals_says_so():
+    fig = comparisons_figure([{'comparison': SimpleNamespace(name='a_vs_b', metric='top1'), 'difference': None}])
+    assert [t.get_text() for t in fig.findobj(Text) if 'yet' in t.get_text()]
+
+
 def test_erf_figure_has_a_colour_bar_and_the_title_covers_no_panel_title():
     maps = []
     for width in (1., 3., 6.):

@@ -243,7 +243,7 @@ def ablation_figure(rows):
     ax2.set_xlabel('epoch')
     ax2.set_ylabel('val top-1 % (trainer; mean, band ± std over seeds)')
     ax2.set_title('validation curves')
-    ax2.set_ylim(top=100)
+    ax2.set_ylim(top=min(ax2.get_ylim()[1], 100))      # bands stop at 100 %; the curves keep the height
     for ax, key, title in ((ax3, 'cka', 'linear CKA to the teacher (higher = closer)'),
                            (ax4, 'nmse', 'normalised MSE to the teacher (lower = closer)')):
         for r in ok:
@@ -273,10 +273,15 @@ def comparisons_figure(compared):
     """Each metric's comparisons on their own axis, labelled with what the difference is in."""
     plt = _pyplot()
     items = [i for i in compared if i['difference'] is not None]
+    if not items:       # every comparison still lacks 2 runs a side
+        fig, ax = plt.subplots(figsize=(6, 1.5), layout='constrained')
+        ax.text(0.5, 0.5, 'no comparison has 2 runs on each side yet', ha='center', va='center')
+        ax.set_axis_off()
+        return fig
     metrics = list(dict.fromkeys(i['comparison'].metric for i in items))
     counts = [sum(i['comparison'].metric == m for i in items) for m in metrics]
     fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 0.45 * len(items) + 1.6 * len(metrics) + 0.5),
-                             height_ratios=counts or None, layout='constrained', squeeze=False)
+                             height_ratios=counts, layout='constrained', squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
         mine = [i for i in items if i['comparison'].metric == metric][::-1]      # the first one on top
         for y, item in enumerate(mine):
