@@ -4,6 +4,7 @@
     models.reparameterize(model)                             # fold into the deploy form, in place
     models.reparameterize(model, inplace=False)              # a folded copy (timm's reparameterize_model)
     models.load_deploy('model.deploy.safetensors')           # the deploy model, eval mode
+    models.load_deploy('model.deploy.safetensors', dtype='bf16')   # its bf16 form (CPUs with AVX512-BF16/AMX)
     models.load_model('model.safetensors')                   # any checkpoint this project reads
     models.reparam_checkpoint('model.safetensors')           # file to checked deploy file
 """
@@ -14,6 +15,7 @@ from .checkpoint_io import (
 from .errors import CheckpointError, HandoffError, RecipeError, RIFormerError, UsageError
 from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
+from .precision import bf16_note, to_bf16
 from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer, fused_blocks, reference_forward, set_fused
 from .fold import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
@@ -26,5 +28,5 @@ __all__ = [
     'adapt_head', 'build_model', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
     'reference_forward', 'relative_error', 'reparam_checkpoint', 'reparameterize', 'set_fused',
-    'save_model', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
+    'save_model', 'bf16_note', 'to_bf16', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',
 ]

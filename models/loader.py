@@ -15,6 +15,7 @@ Kinds of file, told apart by their safetensors metadata and tensor names:
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 import torch.nn as nn
 
 from .checkpoint_io import build_model, load_checked, read_checkpoint, read_metadata, read_tensors
@@ -98,22 +99,31 @@ def _load_timm_file(path: Path, features_only: bool, out_indices) -> nn.Module:
     return as_features(model, out_indices) if features_only else model
 
 
-def load_deploy(path, features_only: bool = False, out_indices: Optional[Sequence[int]] = None) -> nn.Module:
+def load_deploy(path, features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
+                dtype='fp32') -> nn.Module:
     """The deploy model of a deploy checkpoint, in eval mode (`load_model(path, deploy=True)`).
 
     Args:
         path: a deploy checkpoint (tools/reparam.py, or an efficient backbone's from tools/export.py).
         features_only: return the stage outputs (a timm FeatureListNet with `feature_info`).
         out_indices: the stages to return with `features_only` (default: all).
+        dtype: 'fp32' (the default) or 'bf16': the bf16 deploy form for CPUs with AVX512-BF16 /
+            AMX, in channels_last, taking fp32 or bf16 images (`models.precision`; warns where
+            this CPU would emulate bf16).
 
     Returns:
         The deploy model (a RIFormer in deploy form, or the efficient backbone), or its
         FeatureListNet with `features_only`.
 
     Raises:
-        CheckpointError: not a deploy checkpoint (a training one gets the command that folds it).
+        CheckpointError: not a deploy checkpoint (a training one gets the command that folds it),
+            or an unknown dtype.
 
     Example:
         >>> feats = load_deploy('riformer_s12.deploy.safetensors', features_only=True, out_indices=(1, 2, 3))  # doctest: +SKIP
+        >>> fast = load_deploy('riformer_s12.deploy.safetensors', dtype='bf16')      # doctest: +SKIP
     """
-    return load_model(path, deploy=True, features_only=features_only, out_indices=out_indices)
+    from .precision import resolve_dtype, to_bf16
+    wanted = resolve_dtype(dtype)
+    model = load_model(path, deploy=True, features_only=features_only, out_indices=out_indices)
+    return to_bf16(model) if wanted == torch.bfloat16 else model

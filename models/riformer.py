@@ -44,12 +44,19 @@ ARCHS = {
 _ONEDNN_FUSION = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_convolution_pointwise')
 
 
+# oneDNN's fused bf16 convolutions need AVX-512 (BW, VL, DQ); elsewhere a bf16 deploy model
+# takes the reference forward (plain bf16 ops, emulated and slow).
+_ONEDNN_BF16 = _ONEDNN_FUSION and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _fused_cpu_inference(x: torch.Tensor) -> bool:
-    """Whether the deploy form may take its oneDNN-fused path: eager fp32 CPU inference only.
+    """Whether the deploy form may take its oneDNN-fused path: eager CPU inference in fp32, or
+    in bf16 where oneDNN fuses bf16 (the bf16 deploy form, `models.load_deploy(dtype='bf16')`).
     Autograd, tracing (ONNX export), torch.compile and other devices and dtypes take the
     reference forward, which computes the same function with standard ops."""
     return (
-        _ONEDNN_FUSION and x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() == 4
+        _ONEDNN_FUSION and x.device.type == 'cpu' and x.dim() == 4
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16))
         and not torch.is_grad_enabled() and torch.backends.mkldnn.enabled
         and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
     )
