@@ -19,13 +19,15 @@ from .cases import (
 from .report import (
     COLUMNS, CSV_FIELDS, add_speedups, environment, format_breakdown, format_markdown, format_table, phase_stats,
     summarize, write_csv)
+from . import deploy
 from .timing import load_average, synchronizer, time_steps
 from .training import PHASES
 
 
 def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[int], reps: int,
-                  warmup: int, min_time: float, log=print) -> List[dict]:
-    """Build every case at each batch size, time them interleaved, and return one row each."""
+                  warmup: int, min_time: float, log=print, profile: bool = False) -> List[dict]:
+    """Build every case at each batch size, time them interleaved, and return one row each.
+    `profile`: the deploy rows run in PyTorch also get their time per operator category."""
     rows = []
     for batch in batch_sizes:
         steps = {}
@@ -46,9 +48,14 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
                 row['phases'] = phase_stats(steps[i].phases[max(warmup, 1):])
                 flops = steps[i].count_flops()
                 row['gflop'] = flops / 1e9 if flops else None
+            if hasattr(steps[i], 'build_seconds'):    # deploy rows: export / quantize / compile time
+                row['build_seconds'] = steps[i].build_seconds
+                if profile and deploy.FORMS[cases[i].form][1] in ('pytorch', 'inductor'):
+                    row['ops'] = deploy.op_breakdown(steps[i])
             rows.append(row)
         del steps
     add_speedups(rows)
+    deploy.paired(rows)
     return rows
 
 

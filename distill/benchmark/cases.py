@@ -22,6 +22,7 @@ import torch.nn as nn
 import models  # registers riformer_* and poolformer_mini with timm
 from models.errors import UsageError
 
+from .deploy import deploy_cases
 from .training import training_cases
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -231,6 +232,8 @@ FAMILIES = [
            aliases={'efficientvit': timm.list_models('efficientvit_m*')}),
     Family('fasternet', lambda: timm.list_models('fasternet_*'), fasternet_cases,
            aliases={'fasternet': timm.list_models('fasternet_*')}),
+    # Deploy routes on CPUs: `--archs deploy_s12` (distill/benchmark/deploy.py).
+    Family('deploy', lambda: [f'deploy_{s}' for s in RIFORMER_SIZES], lambda name: deploy_cases(name[len('deploy_'):])),
     # Training steps: `--archs train_s12` (or train_mini ...).
     Family('train', lambda: [f'train_{s}' for s in RIFORMER_SIZES], lambda name: training_cases(name[len('train_'):])),
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from distill import benchmark, host_memory
-from distill.benchmark import BenchmarkError, Settings
+from distill.benchmark import BenchmarkError, Settings, deploy
 from distill.cli import Parser, int_list, positive_int
 
 
@@ -49,6 +49,15 @@ def build_parser() -> Parser:
                    help='seconds one measurement lasts at least (default 0.2; 0 = one call)')
     p.add_argument('--smoke', action='store_true',
                    help='tiny run for tests: mini models, batch 2, 32px, 1 repetition, 1 warm-up')
+    p.add_argument('--accuracy', type=Path, metavar='RECIPE',
+                   help='deploy rows: each route\'s top-1 and agreement with fp32 on this recipe\'s validation '
+                        'split (calibrated on 256 images of its training split), from --student / --teacher')
+    p.add_argument('--student', type=Path, action='append', default=[],
+                   help='with --accuracy: a trained RIFormer deploy checkpoint (repeat for several; the table '
+                        'shows their mean)')
+    p.add_argument('--teacher', type=Path, help='with --accuracy: the trained PoolFormer for the PoolFormer rows')
+    p.add_argument('--profile', action='store_true',
+                   help='deploy rows run in PyTorch: time per operator category (group norm, convs, layout copies ...)')
     p.add_argument('--markdown', type=Path, help='also write the table as markdown here')
     p.add_argument('--csv', type=Path, help='also write all numbers as CSV here')
     return p
@@ -76,6 +85,13 @@ def main(argv=None) -> int:
         reps = args.reps or (1 if args.smoke else 7)
         warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 2)
         min_time = args.min_time if args.min_time is not None else (0. if args.smoke else 0.2)
+        if (args.student or args.teacher) and not args.accuracy:
+            raise BenchmarkError('--student / --teacher need --accuracy RECIPE')
+        if args.accuracy and not (args.student or args.teacher):
+            raise BenchmarkError('--accuracy needs --student and/or --teacher checkpoints')
+        for path in [args.accuracy, args.teacher, *args.student]:
+            if path is not None and not path.is_file():
+                raise BenchmarkError(f'{path}: no such file')
         for path in (args.markdown, args.csv):
             if path is not None and not path.parent.is_dir():
                 raise BenchmarkError(f'{path}: folder {path.parent} does not exist')
@@ -94,21 +110,60 @@ def main(argv=None) -> int:
     print(f'load average at start: {env["load at start"]}')
     if os.cpu_count() and os.getloadavg()[0] > 0.5 * os.cpu_count():
         print('warning: the machine is busy; absolute numbers will be low (the interleaving keeps ratios fairer)')
-    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time)
+    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time, profile=args.profile)
     env['load at end'] = benchmark.load_average()
+    if args.accuracy:
+        deploy_accuracy(rows, args, settings.threads)
     print()
     print(benchmark.format_table(rows))
+    deploy_table = deploy.format_deploy_table(rows)
+    if deploy_table:
+        print('\ndeploy routes (paired ratios: median (IQR) of per-repetition ratios; accuracy from --accuracy):\n'
+              + deploy_table)
+        ops = deploy.format_ops(rows)
+        if ops:
+            print('\nPyTorch deploy rows, self CPU ms per call by operator category (torch.profiler):\n' + ops)
     breakdown = benchmark.format_breakdown(rows)
     if breakdown:
         print('\ntraining step by phase, median (IQR) ms:\n' + breakdown)
     print(f'\nload average at end: {env["load at end"]}')
     if args.markdown:
-        args.markdown.write_text(benchmark.format_markdown(rows, env, command))
+        text = benchmark.format_markdown(rows, env, command)
+        if deploy_table:
+            text += '\nDeploy routes:\n\n' + deploy.format_deploy_table(rows, markdown=True) + '\n'
+            ops = deploy.format_ops(rows, markdown=True)
+            text += ('\nSelf CPU ms per call by operator category:\n\n' + ops + '\n') if ops else ''
+        args.markdown.write_text(text)
         print(f'markdown -> {args.markdown}')
     if args.csv:
         benchmark.write_csv(args.csv, rows, settings)
         print(f'csv -> {args.csv}')
     return 0
+
+
+def deploy_accuracy(rows, args, threads) -> None:
+    """Fill the deploy rows' accuracy columns: every route built on the trained checkpoints."""
+    import models
+    forms = {}
+    for r in rows:
+        if r['group'].startswith('deploy-'):
+            forms.setdefault('poolformer' if r['model'].startswith('poolformer') else 'riformer', []).append(r['form'])
+    print(f'accuracy on {args.accuracy} (validation split; calibration: 256 training images)')
+    val, calib = deploy.validation_batches(args.accuracy)
+    results = {}
+    if args.teacher and forms.get('poolformer'):
+        teacher = models.load_model(args.teacher)
+        results['poolformer'] = [deploy.route_accuracy(sorted(set(forms['poolformer'])), teacher, val, calib, threads)]
+    if args.student and forms.get('riformer'):
+        results['riformer'] = [deploy.route_accuracy(sorted(set(forms['riformer'])), models.load_deploy(path),
+                                                     val, calib, threads) for path in args.student]
+    for r in rows:
+        family = 'poolformer' if r['model'].startswith('poolformer') else 'riformer'
+        per = [res[r['form']] for res in results.get(family, []) if r['form'] in res]
+        if r['group'].startswith('deploy-') and per:
+            r['accuracy'] = {'top1': sum(p['top1'] for p in per) / len(per),
+                             'agreement': sum(p['agreement'] for p in per) / len(per),
+                             'rel_err': max(p['rel_err'] for p in per), 'per_model': per}
 
 
 if __name__ == '__main__':

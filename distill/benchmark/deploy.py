@@ -1,0 +1,301 @@
+"""Deploy routes on CPUs (`--archs deploy_SIZE`): PoolFormer and the RIFormer deploy form in
+every precision and runtime a CPU user deploys with, in one table, with paired ratios and,
+from trained checkpoints (`--accuracy`), each route's top-1 and agreement with fp32.
+
+| form | what runs |
+|---|---|
+| `fp32` | eager PyTorch (RIFormer: the oneDNN-fused deploy path) |
+| `bf16` | eager PyTorch, bf16 weights and inputs, channels_last (`models.to_bf16`) |
+| `compiled` | fp32, `torch.compile` (Inductor) with freezing |
+| `int8` | PT2E int8 (torchao, X86 Inductor quantizer) compiled by Inductor with freezing |
+| `ort` / `ort-int8` | ONNX Runtime on the exported graph, fp32 / static QDQ int8 |
+| `openvino` / `openvino-bf16` / `openvino-int8` | OpenVINO CPU: fp32 (f32 hint), bf16 hint, NNCF int8 |
+
+PoolFormer gets the PyTorch forms (fp32, bf16, compiled, int8), so RIFormer's lead is read in
+the same precision and layout. A route is a function (fp32 model, calibration batches, example
+batch, threads) -> callable images -> logits; the speed rows build it on a model of the size's
+real shapes (random weights), the accuracy columns on the trained checkpoints.
+"""
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+
+import models
+from models import quantize as q
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+# form -> (precision, runtime)
+FORMS = {
+    'fp32': ('fp32', 'pytorch'), 'bf16': ('bf16', 'pytorch'), 'compiled': ('fp32', 'inductor'),
+    'int8': ('int8', 'inductor'), 'ort': ('fp32', 'onnxruntime'), 'ort-int8': ('int8', 'onnxruntime'),
+    'openvino': ('fp32', 'openvino'), 'openvino-bf16': ('bf16', 'openvino'), 'openvino-int8': ('int8', 'openvino'),
+}
+POOLFORMER_FORMS = ('fp32', 'bf16', 'compiled', 'int8')
+DEPLOY_FORMS = tuple(FORMS)
+
+
+def _eager(model: nn.Module) -> Runner:
+    def run(x):
+        with torch.inference_mode():
+            return model(x).float()
+    return run
+
+
+def build_route(form: str, model: nn.Module, calib: Sequence[torch.Tensor], example: torch.Tensor,
+                threads: int, workdir: Path) -> Runner:
+    """The runner of `form` for the fp32 eval-mode `model` (a copy is changed, never `model`)."""
+    model = copy.deepcopy(model).eval().float()
+    if form == 'fp32':
+        return _eager(model)
+    if form == 'bf16':
+        return _eager(models.to_bf16(model, warn=False))
+    if form == 'compiled':
+        return _float(q.Frozen(q._reference(model)))
+    if form == 'int8':
+        return _float(q.compile_int8(q.quantize_pt2e(model, calib)))
+    size = example.shape[-1]
+    fp32_onnx = q.export_onnx(model, workdir / f'{id(model)}.onnx', size)
+    if form == 'ort':
+        return q.ort_runner(q.ort_session(fp32_onnx, threads))
+    if form == 'ort-int8':
+        return q.ort_runner(q.ort_session(q.quantize_onnx(fp32_onnx, workdir / f'{id(model)}.int8.onnx', calib), threads))
+    ov_model = q.to_openvino(fp32_onnx)
+    if form == 'openvino':
+        return q.openvino_runner(ov_model, threads, 'fp32')
+    if form == 'openvino-bf16':
+        return q.openvino_runner(ov_model, threads, 'bf16')
+    if form == 'openvino-int8':
+        return q.openvino_runner(q.quantize_openvino(ov_model, calib), threads, None)
+    raise ValueError(f'unknown deploy form {form!r}')
+
+
+def _float(fn) -> Runner:
+    return lambda x: fn(x).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed rows
+
+
+def deploy_cases(size: str) -> list:
+    from .cases import Case, random_images, riformer_cases  # noqa: F401
+    teacher, student = f'poolformer_{size}', f'riformer_{size}'
+    group = f'deploy-{size}'
+
+    def poolformer(settings):
+        return timm.create_model(teacher, num_classes=settings.num_classes)
+
+    def deploy(settings):
+        # Layer scales and affines away from their init, as in the riformer rows.
+        model = timm.create_model(student, num_classes=settings.num_classes)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if 'token_mixer' in name or 'layer_scale' in name:
+                    noise = 0.1 * torch.randn(p.shape, generator=g)
+                    p.copy_(1 + noise if name.endswith('affine.weight') else noise)
+        return models.reparameterize(model.eval())
+
+    def make(build, form):
+        def step_maker(settings, batch):
+            x = _images(settings.img_size, batch)
+            calib = [_images(settings.img_size, batch, seed=s) for s in range(1, 5)]
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                run = build_route(form, build(settings), calib, x, settings.threads, Path(tmp))
+                run(x)                                # compiles, for the compiled forms
+            step = lambda: run(x)              # noqa: E731
+            step.build_seconds = time.perf_counter() - start
+            return step
+        return step_maker
+
+    cases = [Case(teacher, f, group, make(poolformer, f), role='poolformer' if f == 'fp32' else '')
+             for f in POOLFORMER_FORMS]
+    cases += [Case(student, f, group, make(deploy, f), role='deploy' if f == 'fp32' else '') for f in DEPLOY_FORMS]
+    return cases
+
+
+def _images(size: int, batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def paired(rows: List[dict]) -> None:
+    """Per deploy row: paired ratios (median, p25, p75 of the per-repetition time ratios; the
+    rows of a repetition run back to back, so a slow spell of a shared machine cancels out) to
+    PoolFormer fp32, to the deploy form in fp32 and, for RIFormer rows, to PoolFormer in the
+    same form (its lead in the same precision and runtime)."""
+    by = {(r['group'], r['batch'], r['model'], r['form']): r for r in rows if r['group'].startswith('deploy-')}
+    for (group, batch, model, form), r in by.items():
+        size = group[len('deploy-'):]
+        refs = {'vs_poolformer_fp32': (f'poolformer_{size}', 'fp32'), 'vs_deploy_fp32': (f'riformer_{size}', 'fp32'),
+                'vs_poolformer_same': None if model.startswith('poolformer') else (f'poolformer_{size}', form)}
+        for key, ref in refs.items():
+            base = by.get((group, batch) + ref) if ref else None
+            if base is None or len(base['seconds']) != len(r['seconds']):
+                r[key] = None
+                continue
+            ratio = np.asarray(base['seconds']) / np.asarray(r['seconds'])
+            r[key] = tuple(float(v) for v in (np.median(ratio), *np.percentile(ratio, [25, 75])))
+
+
+def _ratio(value, reps) -> str:
+    if value is None:
+        return '-'
+    median, p25, p75 = value
+    return f'{median:.2f}x' if reps < 2 else f'{median:.2f}x ({p25:.2f}-{p75:.2f})'
+
+
+DEPLOY_COLUMNS = ['model', 'form', 'precision', 'runtime', 'batch', 'img/s', 'IQR img/s', 'latency ms',
+                  'build s', 'vs PoolFormer fp32', 'vs deploy fp32', 'vs PoolFormer same form',
+                  'top-1', 'agree fp32', 'rel err fp32']
+
+
+def deploy_cells(r: dict) -> List[str]:
+    precision, runtime = FORMS[r['form']]
+    spread = '-' if r['reps'] < 2 else f'{r["img_s_p25"]:.1f}-{r["img_s_p75"]:.1f}'
+    acc = r.get('accuracy') or {}
+    build = r.get('build_seconds')
+    return [r['model'], r['form'], precision, runtime, str(r['batch']), f'{r["img_s"]:.1f}', spread,
+            f'{r["latency_ms"]:.1f}', '-' if build is None else f'{build:.1f}',
+            _ratio(r.get('vs_poolformer_fp32'), r['reps']), _ratio(r.get('vs_deploy_fp32'), r['reps']),
+            _ratio(r.get('vs_poolformer_same'), r['reps']),
+            f'{acc["top1"]:.2f}' if 'top1' in acc else '-', f'{acc["agreement"]:.2f}' if 'agreement' in acc else '-',
+            f'{acc["rel_err"]:.1e}' if 'rel_err' in acc else '-']
+
+
+def format_deploy_table(rows: List[dict], markdown: bool = False) -> str:
+    """The deploy routes' table ('' when the run has no deploy rows)."""
+    rows = [r for r in rows if r['group'].startswith('deploy-')]
+    if not rows:
+        return ''
+    cells = [DEPLOY_COLUMNS] + [deploy_cells(r) for r in rows]
+    if markdown:
+        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
+        lines.insert(1, '|' + '|'.join('---' if i < 4 else '---:' for i in range(len(DEPLOY_COLUMNS))) + '|')
+        return '\n'.join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(DEPLOY_COLUMNS))]
+    lines = ['  '.join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the time goes: operator categories of the PyTorch rows (torch.profiler)
+
+CATEGORIES = (
+    ('group norm', ('group_norm', 'native_group_norm')),
+    ('layer norm', ('layer_norm',)),
+    ('int8 conv/linear', ('qconv', 'qlinear')),
+    ('quant/dequant', ('quantize', 'dequantize')),
+    ('conv/linear', ('convolution', 'conv2d', 'mkldnn', 'linear', 'addmm', 'matmul', 'mm')),
+    ('layout copies', ('copy_', 'contiguous', 'clone', 'to_dense', 'reorder', '_to_copy')),
+    ('elementwise', ('add', 'mul', 'gelu', 'sub', 'div', 'erf')),
+    ('inductor kernels', ('graph_', 'cpp_fused', 'kernel')),
+    ('pooling', ('pool', 'mean')),
+)
+
+
+def categorize(name: str) -> str:
+    low = name.lower()
+    for category, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return category
+    return 'other'
+
+
+def op_breakdown(step: Callable, calls: int = 3) -> Dict[str, float]:
+    """Self CPU milliseconds per call by operator category, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            step()
+    out: Dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.key.startswith('ProfilerStep') or event.key.startswith('[') or event.key.startswith('Torch-Compiled'):
+            continue
+        ms = event.self_cpu_time_total / 1e3 / calls
+        if ms > 0:
+            out[categorize(event.key)] = out.get(categorize(event.key), 0.) + ms
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def format_ops(rows: List[dict], markdown: bool = False) -> str:
+    """The profiled rows' milliseconds per operator category ('' when none was profiled)."""
+    rows = [r for r in rows if r.get('ops')]
+    if not rows:
+        return ''
+    categories = [c for c, _ in CATEGORIES] + ['other']
+    categories = [c for c in categories if any(c in r['ops'] for r in rows)]
+    header = ['model', 'form', 'batch'] + categories + ['sum']
+    cells = [header] + [[r['model'], r['form'], str(r['batch'])] + [f'{r["ops"].get(c, 0.):.1f}' for c in categories]
+                        + [f'{sum(r["ops"].values()):.1f}'] for r in rows]
+    if markdown:
+        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
+        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(header))) + '|')
+        return '\n'.join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy of every route on trained checkpoints
+
+
+def route_accuracy(forms: Sequence[str], model: nn.Module, val_batches: Sequence[tuple],
+                   calib: Sequence[torch.Tensor], threads: int, log=print) -> Dict[str, dict]:
+    """Per form: top-1, agreement with the fp32 model's predictions (%) and the relative error
+    of its logits against fp32's, over `val_batches` of (images, labels) of one batch size
+    (the last one padded, so that compiled forms see one shape)."""
+    from distill.metrics import accuracy, agreement
+    full = val_batches[0][0].shape[0]
+    images = [_pad(x, full) for x, _ in val_batches]
+    counts = [len(y) for _, y in val_batches]
+    targets = torch.cat([y for _, y in val_batches])
+
+    def logits_of(run):
+        return torch.cat([run(x)[:n].float() for x, n in zip(images, counts)])
+
+    fp32 = logits_of(_eager(copy.deepcopy(model).eval()))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for form in forms:
+            start = time.perf_counter()
+            logits = logits_of(build_route(form, model, calib, images[0], threads, Path(tmp)))
+            out[form] = {'top1': accuracy(logits, targets, 1), 'agreement': agreement(logits, fp32),
+                         'rel_err': models.relative_error(fp32, logits), 'fp32_top1': accuracy(fp32, targets, 1)}
+            log(f'  accuracy {type(model).__name__} {form}: top-1 {out[form]["top1"]:.2f} '
+                f'(fp32 {out[form]["fp32_top1"]:.2f}), agreement {out[form]["agreement"]:.2f} % '
+                f'({time.perf_counter() - start:.0f} s)')
+    return out
+
+
+def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    if len(x) == n:
+        return x
+    return torch.cat([x, x[-1:].expand(n - len(x), *x.shape[1:])])
+
+
+def validation_batches(recipe_path, batch_size: int = 100):
+    """The recipe's validation split as (images, labels) batches, and calibration batches
+    (256 images of its training split, through the evaluation transform)."""
+    from torch.utils.data import DataLoader
+    from distill.calibration import calibration_batches
+    from distill.config import load_recipe
+    from distill.data import build_datasets
+    recipe = load_recipe(recipe_path)
+    _, val, _ = build_datasets(recipe.data, recipe.train.seed, recipe.student.arch)
+    batches = [(x, y) for x, y in DataLoader(val, batch_size=batch_size)]
+    return batches, calibration_batches(recipe_path, count=256, batch_size=32)

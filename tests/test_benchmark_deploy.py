@@ -1,0 +1,86 @@
+"""tools/benchmark.py --archs deploy_SIZE: the deploy routes' table (paired ratios, build time,
+accuracy columns from --accuracy, the operator breakdown). Speeds are never asserted."""
+import pytest
+import timm
+import torch
+
+import models
+from distill.benchmark import deploy
+from distill.cli import benchmark as benchmark_tool
+from helpers import randomize
+
+FAST_FORMS = 'fp32,bf16,ort,ort-int8,openvino,openvino-int8'
+
+
+def deploy_table(out):
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('deploy routes'))
+    header = lines[start + 1]
+    rows = []
+    for line in lines[start + 3:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return header, rows
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('ckpt')
+    student = models.reparameterize(randomize(timm.create_model('riformer_mini', num_classes=10), seed=3).eval())
+    teacher = randomize(timm.create_model('poolformer_mini', num_classes=10), seed=4).eval()
+    models.save_model(folder / 'student.deploy.safetensors', student)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(folder / 'teacher.safetensors'),
+              metadata={'format': 'timm', 'arch': 'poolformer_mini', 'num_classes': '10'})
+    return folder / 'student.deploy.safetensors', folder / 'teacher.safetensors'
+
+
+def test_deploy_routes_table_with_accuracy_and_breakdown(checkpoints, tmp_path, capsys):
+    pytest.importorskip('openvino')
+    student, teacher = checkpoints
+    md = tmp_path / 'deploy.md'
+    code = benchmark_tool.main(['--smoke', '--archs', 'deploy_mini', '--forms', FAST_FORMS, '--threads', '1',
+                                '--reps', '2', '--profile', '--accuracy', 'recipes/digits/imitation.yaml',
+                                '--student', str(student), '--teacher', str(teacher), '--markdown', str(md)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    header, rows = deploy_table(out)
+    for column in ('vs PoolFormer fp32', 'vs deploy fp32', 'vs PoolFormer same form', 'top-1', 'agree fp32'):
+        assert column in header
+    forms = [(r[0], r[1]) for r in rows]
+    assert forms == [('poolformer_mini', 'fp32'), ('poolformer_mini', 'bf16')] + [
+        ('riformer_mini', f) for f in FAST_FORMS.split(',')]
+    by = {(r[0], r[1]): r for r in rows}
+    # Paired ratios: a baseline against itself is exactly 1; RIFormer bf16 is read against PoolFormer bf16.
+    assert '1.00x' in by['poolformer_mini', 'fp32'] and '1.00x' in by['riformer_mini', 'fp32']
+    # Accuracy: fp32 agrees with itself; every route has top-1 and agreement (means over --student).
+    assert by['riformer_mini', 'fp32'][-2] == '100.00' and by['poolformer_mini', 'fp32'][-2] == '100.00'
+    assert all(r[-3] != '-' and r[-2] != '-' for r in rows)
+    assert 'group norm' in out and 'self CPU ms per call' in out
+    text = md.read_text()
+    assert 'Deploy routes:' in text and '| riformer_mini | ort-int8 | int8 | onnxruntime |' in text
+    assert 'cpu flags' in text
+
+
+def test_accuracy_options_need_each_other(checkpoints, capsys):
+    student, _ = checkpoints
+    assert benchmark_tool.main(['--smoke', '--archs', 'deploy_mini', '--student', str(student)]) == 2
+    assert '--accuracy' in capsys.readouterr().err
+    assert benchmark_tool.main(['--smoke', '--accuracy', 'recipes/digits/imitation.yaml']) == 2
+    assert '--student' in capsys.readouterr().err
+    code = benchmark_tool.main(['--smoke', '--accuracy', 'missing.yaml', '--student', str(student)])
+    assert code == 2 and 'missing.yaml: no such file' in capsys.readouterr().err
+
+
+def test_paired_ratios_and_categories():
+    rows = [{'group': 'deploy-mini', 'batch': 2, 'model': m, 'form': f, 'seconds': s}
+            for m, f, s in [('poolformer_mini', 'fp32', [2., 4.]), ('poolformer_mini', 'bf16', [1., 1.]),
+                            ('riformer_mini', 'fp32', [1., 2.]), ('riformer_mini', 'bf16', [0.5, 0.5])]]
+    deploy.paired(rows)
+    r = rows[3]
+    assert r['vs_poolformer_fp32'][0] == 6. and r['vs_deploy_fp32'][0] == 3. and r['vs_poolformer_same'][0] == 2.
+    assert rows[1]['vs_poolformer_same'] is None
+    assert deploy.categorize('aten::native_group_norm') == 'group norm'
+    assert deploy.categorize('onednn::qconv_pointwise') == 'int8 conv/linear'
+    assert deploy.categorize('aten::copy_') == 'layout copies'
