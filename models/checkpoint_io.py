@@ -4,6 +4,7 @@ Files are read with safetensors or `torch.load(weights_only=True)`: nothing in a
 ever executed. Our own files are safetensors with a JSON `config` in the metadata, so a file
 alone is enough to rebuild its model.
 """
+import hashlib
 import json
 import os
 import pickle
@@ -92,9 +93,18 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
         try:
             with safe_open(str(path), framework='pt') as f:
                 metadata = f.metadata() or {}
-            return load_file(str(path)), metadata
+            tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
+            problem = safetensors_problem(path) if looks_like_safetensors(path) else None
+            if problem:
+                raise CheckpointError(f'{path}: damaged: {problem} (an interrupted copy or write, or a disk '
+                                      f'error); copy it again or use another checkpoint') from None
             raise CheckpointError(f'{path}: not a readable safetensors file ({_first_line(e)})') from None
+        recorded = metadata.get(CHECKSUM_KEY)
+        if recorded and recorded != tensors_sha256(tensors):
+            raise CheckpointError(f'{path}: damaged: its tensors differ from the checksum recorded when it was '
+                                  f'written (a disk or copy error); copy it again or use another checkpoint')
+        return tensors, metadata
     try:
         with warnings.catch_warnings():     # torch's notes on pickle protocols say nothing useful here
             warnings.simplefilter('ignore', UserWarning)
@@ -302,11 +312,14 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # Set last: a checksum copied from another file's metadata (reparam keeps it) is replaced.
+    metadata = {**metadata, CHECKSUM_KEY: tensors_sha256(tensors)}
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp made it 0600; give it the mode open() would
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, file_mode())   # mkstemp made it 0600; give it the mode open() would
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -315,10 +328,115 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
             os.unlink(tmp)
 
 
+def file_mode() -> int:
+    """The mode `open()` gives a new file under the process's umask (0644 under umask 022).
+
+    Returns:
+        The permission bits, e.g. 0o644.
+
+    Example:
+        >>> oct(file_mode())   # doctest: +SKIP
+        '0o644'
+    """
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
-    mask = os.umask(0)     # the only way to read it is to set it
-    os.umask(mask)
-    return mask
+    try:
+        # Read, not set: setting it, even briefly, would race with other threads creating files.
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith('Umask:'))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)     # elsewhere the only way to read it is to set it
+        os.umask(mask)
+        return mask
+
+
+# Metadata key of our files: sha256 of their tensors (names, dtypes, shapes, bytes), checked on
+# every read, so a bit flipped on disk or in a copy is an error instead of other weights.
+CHECKSUM_KEY = 'tensors_sha256'
+
+
+def tensors_sha256(tensors: Dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in name order: each name, dtype, shape and raw bytes.
+
+    Args:
+        tensors: name -> tensor (any dtype and device).
+
+    Returns:
+        The hex digest.
+
+    Example:
+        >>> tensors_sha256({'w': torch.zeros(2)}) == tensors_sha256({'w': torch.zeros(2)})
+        True
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f'{name}\0{t.dtype}\0{tuple(t.shape)}\0'.encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def looks_like_safetensors(path) -> bool:
+    """Whether a file starts as a safetensors file does (a header length, then JSON): damage
+    is told apart from files of another kind by this.
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for safetensors files, intact or not; False for others and unreadable files.
+
+    Example:
+        >>> looks_like_safetensors('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
+        True
+    """
+    try:
+        with open(path, 'rb') as f:
+            start = f.read(9)
+    except OSError:
+        return False
+    return len(start) == 9 and start[8:] == b'{' and int.from_bytes(start[:8], 'little') > 1
+
+
+def safetensors_problem(path) -> Optional[str]:
+    """What is wrong with a safetensors file's layout (truncated, a corrupted header), in
+    words; None when its header and size agree (its bytes may still differ from what was
+    written: `CHECKSUM_KEY` catches that). Meant for files that `looks_like_safetensors`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        e.g. 'truncated: 1000000 bytes of the 4245224 its header describes', or None.
+
+    Example:
+        >>> safetensors_problem('runs/digits/imitation/model.safetensors') is None   # doctest: +SKIP
+        True
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, 'rb') as f:
+            length = int.from_bytes(f.read(8), 'little')
+            if size < 8 or 8 + length > size:
+                return f'truncated: {size} bytes, too few for its header'
+            header = json.loads(f.read(length))
+    except OSError as e:
+        return f'unreadable ({e.strerror or e})'
+    except (ValueError, UnicodeDecodeError):
+        return 'its header is corrupted (not valid JSON)'
+    try:
+        end = max((int(v['data_offsets'][1]) for k, v in header.items() if k != '__metadata__'), default=0)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        return 'its header is corrupted (no valid data offsets)'
+    expected = 8 + length + end
+    if size < expected:
+        return f'truncated: {size} bytes of the {expected} its header describes'
+    if size > expected:
+        return f'{size} bytes, more than the {expected} its header describes'
+    return None
 
 
 def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):

@@ -20,13 +20,14 @@ def recipe_of(checkpoint, recipe_path=None):
     """The recipe to evaluate `checkpoint` with: `recipe_path`, else the one stored in the file."""
     from distill.config import Recipe, build, load_recipe
     from models import UsageError
-    from models.checkpoint_io import read_metadata
+    from models.checkpoint_io import read_metadata, read_tensors
     if recipe_path:
         return load_recipe(recipe_path)
     if not Path(checkpoint).is_file():
         raise UsageError(f'{checkpoint}: no such checkpoint')
     stored = read_metadata(checkpoint).get('recipe')
     if not stored:
+        read_tensors(checkpoint)      # a damaged file gets its own error, not 'holds no recipe'
         raise UsageError(f'{checkpoint} holds no recipe (files from distill/train.py have one, deploy files from tools/reparam.py carry it): '
                          f'pass --recipe RECIPE.yaml, the recipe whose data section defines the validation set')
     return build(Recipe, json.loads(stored), '').validate()
