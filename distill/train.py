@@ -11,6 +11,7 @@ checkpoints, recorder names and shapes, the output directory) is checked before 
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 import models  # noqa: E402
 from distill import balance, host_memory  # noqa: E402
 from distill.train_state import (  # noqa: E402
-    TrainState, latest_checkpoint, load_checkpoint, resumed_changes, save_checkpoint, write_text_atomic)
+    NoIntactCheckpoint, TrainState, load_checkpoint, resume_checkpoint, resumed_changes, save_checkpoint,
+    write_on_main, write_text_atomic)
+from distill.disk import WriteFailed, estimate_checkpoint_bytes, folder_bytes, space_warning  # noqa: E402
 from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
@@ -241,8 +244,8 @@ def run(recipe, check_only=False):
     # differ across processes. A resumed run restores each process's own RNG state below.
     set_seed(cfg.seed, device_specific=True)
 
-    state = TrainState()
-    resume_from = latest_checkpoint(out) if recipe.resume else None
+    state, changes = TrainState(), {}
+    resume_from = resume_checkpoint(accelerator, out) if recipe.resume else None
     if recipe.resume and resume_from is None:
         say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
     if resume_from is not None:
@@ -252,11 +255,11 @@ def run(recipe, check_only=False):
         changes = resumed_changes(out, recipe_dict)
         for line in describe_resume(changes, state, lr, recipe.optim, epoch_updates):
             say(line)
-        if changes and accelerator.is_main_process:      # the saved recipe is the run's recipe now
-            write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
-    elif accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
+    if resume_from is None or changes:      # the saved recipe is the run's recipe now
+        write_on_main(accelerator, out / 'recipe.yaml', lambda: save_recipe(out, recipe_dict), resume_from)
+    if state.epoch < cfg.epochs and accelerator.is_main_process:
+        warn_if_short_of_space(out, accelerator.unwrap_model(student), resume_from, cfg.keep_checkpoints,
+                               accelerator.num_processes)
     if state.epoch < cfg.epochs:      # a finished run resumed with nothing to do logs nothing
         accelerator.init_trackers('tb')     # (no empty events file in its TensorBoard run)
     if resume_from is None and accelerator.is_main_process:
@@ -305,33 +308,58 @@ def run(recipe, check_only=False):
             criterion.clear_records()
             if metrics['val/top1'] > state.best_top1:
                 state.best_top1 = metrics['val/top1']
-                if accelerator.is_main_process:
-                    save_student(out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics)
+                write_on_main(accelerator, out / 'best.safetensors', lambda: save_student(
+                    out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics), last_ckpt)
         state.train_seconds += time.perf_counter() - epoch_start
         state.history.append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
         last_lr = optimizer.param_groups[0]['lr']
         accelerator.log(epoch_scalars(metrics, recipe.distill, epoch, last_lr), step=epoch + 1)     # x: epoch from 1
         say(epoch_line(epoch, cfg.epochs, metrics, criterion.active_terms(epoch)))
         if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
-            last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints)
+            last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints, last_ckpt)
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(student)
-        save_student(out / 'model.safetensors', final, recipe, metrics)
-        summary = {
-            'arch': recipe.student.arch, 'epochs': state.epoch, 'num_updates': state.num_updates,
-            'final': metrics, 'best_top1': state.best_top1, 'history': state.history,
-            'train_seconds': round(state.train_seconds, 2),     # all sessions of the run
-            'session_seconds': round(time.perf_counter() - start, 2),
-            'processes': accelerator.num_processes,
-            'balance': state.balance,
-        }
-        write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2))
+    final = accelerator.unwrap_model(student)
+    write_on_main(accelerator, out / 'model.safetensors', lambda: save_student(out / 'model.safetensors', final, recipe,
+                                                                              metrics), last_ckpt)
+    summary = {
+        'arch': recipe.student.arch, 'epochs': state.epoch, 'num_updates': state.num_updates,
+        'final': metrics, 'best_top1': state.best_top1, 'history': state.history,
+        'train_seconds': round(state.train_seconds, 2),     # all sessions of the run
+        'session_seconds': round(time.perf_counter() - start, 2),
+        'processes': accelerator.num_processes,
+        'balance': state.balance,
+    }
+    write_on_main(accelerator, out / 'summary.json',
+                  lambda: write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2)), last_ckpt)
     accelerator.log({FINISHED: 1.}, step=cfg.epochs)      # nothing without trackers: nothing trained
     accelerator.end_training()
     criterion.remove_hooks()
     return metrics
+
+
+def save_recipe(out: Path, recipe_dict: dict):
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / 'recipe.yaml', yaml.safe_dump(recipe_dict, sort_keys=False))
+
+
+def warn_if_short_of_space(out: Path, student, resume_from, keep: int, processes: int):
+    """Warn (stderr) when `out` cannot hold keep + 1 checkpoints and the student files; a
+    resumed run measures its checkpoint, a new one estimates it."""
+    checkpoint = folder_bytes(resume_from) if resume_from else estimate_checkpoint_bytes(student, processes)
+    weights = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+    line = space_warning(out, checkpoint, weights, keep)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def resume_command(argv: List[str]) -> str:
+    """The command line that resumes the run that `argv` started."""
+    script = Path(__file__).resolve()
+    if script.is_relative_to(Path.cwd()):
+        script = script.relative_to(Path.cwd())
+    processes = int(os.environ.get('WORLD_SIZE', 1))
+    launcher = ['accelerate', 'launch', '--multi_gpu', '--num_processes', str(processes)] if processes > 1 else ['python']
+    return shlex.join([*launcher, str(script), *[a for a in argv if not a.startswith('resume=')], 'resume=true'])
 
 
 def main(argv=None):
@@ -349,6 +377,15 @@ def main(argv=None):
         if int(os.environ.get('RANK', 0)) == 0:
             for problem in e.problems:
                 print(f'error: {problem}', file=sys.stderr)
+        return 2
+    except WriteFailed as e:
+        # Every process stops with the same failure: one line, from the first process.
+        if int(os.environ.get('RANK', 0)) == 0:
+            print(f'error: {e}; {e.when}, resume with: {resume_command(argv)}', file=sys.stderr)
+        return 2
+    except NoIntactCheckpoint as e:
+        if int(os.environ.get('RANK', 0)) == 0:
+            print(f'error: {e}', file=sys.stderr)
         return 2
     except (RIFormerError, NonFiniteLoss) as e:
         print(f'error: {e}', file=sys.stderr)

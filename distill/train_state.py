@@ -4,20 +4,24 @@ accelerator checkpoints, resume, RNG states.
 Layout of an output_dir:
 
     recipe.yaml              the resolved recipe of the run (guards against mixing runs)
-    checkpoints/epoch_0004/  accelerate state (student, optimizer, RNG) + train_state.json
+    checkpoints/epoch_0004/  accelerate state (student, optimizer, RNG) + train_state.json + manifest.json
     checkpoints/latest       name of the newest complete checkpoint
     model.safetensors        final student, best.safetensors best student (tools/reparam.py input)
     summary.json             final metrics
     tb/                      TensorBoard logs
 
 A checkpoint is written to a hidden temporary directory and renamed into place only when
-complete, so a crash or kill never leaves a broken `latest`.
+complete, so a crash or kill never leaves a broken `latest`. Its manifest (the size and sha256
+of each file, distill/integrity.py) lets a resume find a checkpoint damaged later and fall back
+to the newest intact one. A write that fails on any process (a full disk) stops every process
+with `WriteFailed`; nothing published is touched.
 """
 import dataclasses
 import json
 import os
 import random
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -25,7 +29,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import yaml
+from accelerate.utils import broadcast_object_list, gather_object
 
+from models.checkpoint_io import file_mode
+from models.errors import CheckpointError
+
+from .disk import WriteFailed, attempt_write
+from .integrity import checkpoints_newest_first, choose_checkpoint, epoch_of, write_manifest
 from .config import RecipeError, flat_keys
 
 
@@ -83,46 +93,116 @@ def resumed_changes(out: Path, recipe_dict: dict) -> Dict[str, Tuple[Any, Any]]:
 
 
 def write_text_atomic(path: Path, text: str):
-    tmp = path.with_name(f'.{path.name}.tmp')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(_write_durably(path.with_name(f'.{path.name}.tmp'), text), path)
 
 
-def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState, keep: int) -> Path:
-    """Accelerate state of all processes + our train state, published atomically."""
+def _write_durably(path: Path, text: str) -> Path:
+    try:
+        with open(path, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)      # a full disk: give back what the partial file took
+        raise
+    return path
+
+
+class NoIntactCheckpoint(CheckpointError):
+    """resume=true, and every checkpoint of the run is damaged."""
+
+
+def agree_on_failure(accelerator, failure: Optional[dict]) -> Optional[dict]:
+    """The failure any process met (None if none did), on every process: all of them stop
+    together instead of waiting forever for one that stopped."""
+    if accelerator.num_processes == 1:
+        return failure
+    return next((f for f in gather_object([failure]) if f), None)
+
+
+def write_on_main(accelerator, path: Path, write, last_good: Optional[Path]):
+    """`write()` (which writes `path`) on the main process; called by every process, which all
+    raise `WriteFailed` if it fails."""
+    failure = attempt_write(str(path), path.parent, write) if accelerator.is_main_process else None
+    failure = agree_on_failure(accelerator, failure)
+    if failure:
+        raise WriteFailed(failure, last_good)
+
+
+def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState, keep: int,
+                    last_good: Optional[Path] = None) -> Path:
+    """Accelerate state of all processes + our train state + the manifest, published
+    atomically. A write that fails on any process removes the unpublished folder and raises
+    `WriteFailed` on every process, naming `last_good`."""
     root = out / 'checkpoints'
     name = f'epoch_{epoch:04d}'
     tmp, final = root / f'.tmp-{name}', root / name
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    write_text_atomic(tmp / f'rng_{accelerator.process_index}.json', json.dumps(rng_state()))
-    accelerator.wait_for_everyone()
+    failure = attempt_write(f'checkpoint {final}', root, lambda: _write_process_state(accelerator, tmp))
+    failure = agree_on_failure(accelerator, failure)
+    if failure is None and accelerator.is_main_process:
+        failure = attempt_write(f'checkpoint {final}', root, lambda: _publish(tmp, final, train_state))
+    failure = agree_on_failure(accelerator, failure)
+    if failure:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)      # the space back; published checkpoints untouched
+        raise WriteFailed(failure, last_good)
     if accelerator.is_main_process:
-        write_text_atomic(tmp / 'train_state.json', train_state.to_json())
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        write_text_atomic(root / 'latest', name)
-        for old in sorted(p for p in root.glob('epoch_*') if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _prune(root, epoch, keep)
     accelerator.wait_for_everyone()
     return final
 
 
-def latest_checkpoint(out: Path) -> Optional[Path]:
-    root = out / 'checkpoints'
-    pointer = root / 'latest'
-    if pointer.exists():
-        path = root / pointer.read_text().strip()
-        if (path / 'train_state.json').exists():
-            return path
-    complete = sorted(p for p in root.glob('epoch_*') if (p / 'train_state.json').exists())
-    return complete[-1] if complete else None
+def _write_process_state(accelerator, tmp: Path):
+    accelerator.save_state(str(tmp))
+    write_text_atomic(tmp / f'rng_{accelerator.process_index}.json', json.dumps(rng_state()))
+
+
+def _publish(tmp: Path, final: Path, train_state: TrainState):
+    """Complete the checkpoint in `tmp` and rename it to `final`. Everything that takes space is
+    written before the rename (the `latest` pointer too): a full disk never stops a half-done
+    publish."""
+    write_text_atomic(tmp / 'train_state.json', train_state.to_json())
+    for path in tmp.iterdir():
+        os.chmod(path, file_mode())       # safetensors writes 0600: the umask decides, as for other files
+    write_manifest(tmp)
+    _write_durably(tmp / '.latest', final.name)
+    shutil.rmtree(final, ignore_errors=True)      # a damaged checkpoint a resume fell back from
+    os.replace(tmp, final)
+    os.replace(final / '.latest', final.parent / 'latest')
+
+
+def _prune(root: Path, epoch: int, keep: int):
+    """Keep the `keep` newest checkpoints up to `epoch`. Newer ones are damaged checkpoints a
+    resume fell back from: they do not take the place of intact ones, and the run replaces
+    each when it reaches its epoch."""
+    for old in [p for p in checkpoints_newest_first(root) if epoch_of(p) <= epoch][keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_checkpoint(accelerator, out: Path) -> Optional[Path]:
+    """The newest intact checkpoint of the run in `out`, None if it has none; the same on
+    every process (the main one checks, the others take its choice). A damaged newer checkpoint
+    gets a `warning:` line naming it and the one taken; if all are damaged, `NoIntactCheckpoint`."""
+    choice = [None, []]
+    if accelerator.is_main_process:
+        chosen, damaged = choose_checkpoint(out / 'checkpoints')
+        choice = [chosen and str(chosen), [(str(path), problem) for path, problem in damaged]]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice)
+    chosen, damaged = choice
+    if chosen is None and damaged:
+        listed = '; '.join(f'{Path(path).name}: {problem}' for path, problem in damaged)
+        raise NoIntactCheckpoint(
+            f'no intact checkpoint to resume from in {out / "checkpoints"} ({listed}); move the checkpoints '
+            f'folder away to start this run from scratch, or choose another train.output_dir')
+    if accelerator.is_main_process:
+        for path, problem in damaged:
+            print(f'warning: checkpoint {path} is damaged: {problem}; resuming from {chosen}, the newest intact '
+                  f'checkpoint', file=sys.stderr, flush=True)
+    return Path(chosen) if chosen else None
 
 
 def load_checkpoint(accelerator, path: Path) -> TrainState:
