@@ -243,3 +243,42 @@ def test_proxy_rejects_a_recipe_without_teacher(capsys):
     from distill.cli import balance as cli
     assert cli.main([str(ROOT / 'recipes/clutter/ce.yaml')]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# --- the study's declared rule ------------------------------------------------------------------
+
+def _top1(**means):
+    """8 seeds around each variant's mean (spread 0.2)."""
+    offsets = [-0.3, -0.2, -0.1, 0.0, 0.0, 0.1, 0.2, 0.3]
+    return {name: [m + o for o in offsets] for name, m in means.items()}
+
+
+BASE = dict(soft_kd_numel=80, soft_kd_batchmean=80, feature_shipped=81, feature_mean=81, feature_sample_sum=81)
+SHARES = {'shipped': [0.99, 0.01], 'mean': [0.5, 0.5], 'mixed': [0.3, 0.7], 'sample_sum': [0.999, 0.001]}
+
+
+def test_rule_picks_the_best_qualifying_reading():
+    from distill.ablation.reading import decide
+    d = decide(_top1(**BASE, imitation_shipped=79, imitation_mean=85, imitation_mixed=83, imitation_sample_sum=86),
+               SHARES)
+    # shipped loses to its feature student; the others beat both of theirs; sample_sum is best
+    assert d['qualifying'] == ['mean', 'mixed', 'sample_sum'] and d['chosen'] == 'sample_sum'
+
+
+def test_rule_breaks_an_unresolved_tie_by_the_balance():
+    from distill.ablation.reading import decide
+    d = decide(_top1(**BASE, imitation_shipped=79, imitation_mean=85.05, imitation_mixed=85, imitation_sample_sum=70),
+               SHARES)
+    assert not d['runner_up_difference'].resolved
+    assert d['ranked'][:2] == ['mean', 'mixed'] and d['chosen'] == 'mean'        # both balanced: smaller largest share
+    shares = {**SHARES, 'mean': [0.98, 0.02]}
+    assert decide(_top1(**BASE, imitation_shipped=79, imitation_mean=85.05, imitation_mixed=85,
+                        imitation_sample_sum=70), shares)['chosen'] == 'mixed'   # only mixed keeps 1-95 %
+
+
+def test_rule_falls_back_to_every_reading_when_none_qualifies():
+    from distill.ablation.reading import decide, report
+    d = decide(_top1(**BASE, imitation_shipped=70, imitation_mean=75, imitation_mixed=79, imitation_sample_sum=60),
+               SHARES)
+    assert d['qualifying'] == [] and d['chosen'] == 'mixed'
+    assert 'none (the rule falls back to all readings)' in report(d)
