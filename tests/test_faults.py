@@ -3,7 +3,6 @@ flipped, missing), a full disk (a write that raises ENOSPC), two processes, and 
 files a run writes. Each fault ends in the run's last good state with one `warning:` or `error:`
 line and no traceback; nothing published is lost."""
 import errno
-import json
 import os
 import shlex
 import shutil
@@ -285,7 +284,10 @@ def test_write_failures_in_words(tmp_path, monkeypatch):
                                             'unexpected pos 576 vs 534)', False)
     monkeypatch.setattr(disk, 'free_bytes', lambda path: 4096)
     assert reason(torch_full, tmp_path) == ('no space left on device', True)
-    failed = disk.WriteFailed(disk.attempt_write('x', tmp_path, lambda: (_ for _ in ()).throw(ENOSPC)), None)
+    def full():
+        raise ENOSPC
+
+    failed = disk.WriteFailed(disk.attempt_write('x', tmp_path, full), None)
     assert str(failed) == (f'could not write x: no space left on device (4.1 kB free in {tmp_path}); nothing '
                            f'published was lost, no checkpoint was written yet') and failed.when == 'once space is free'
 
@@ -390,7 +392,8 @@ def test_every_file_gets_the_mode_of_the_umask(tmp_path, capsys):
     finally:
         os.umask(old)
     modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob('*')}
-    assert {'checkpoints/epoch_0001/model.safetensors', 'deploy.safetensors', 'eval.json', 'best.safetensors'} <= set(modes)
+    written = {'checkpoints/epoch_0001/model.safetensors', 'deploy.safetensors', 'eval.json', 'best.safetensors'}
+    assert written <= set(modes)
     wrong = {name: oct(mode) for name, mode in modes.items()
              if mode != (0o750 if (out / name).is_dir() else 0o640)}
     assert wrong == {}
