@@ -1,0 +1,54 @@
+"""A folded ultralytics detector (tools/reparam.py DETECTOR.pt -> best.deploy.pt) through
+ultralytics' own CPU exports (distill/detect_exports.py): ONNX and OpenVINO in fp32,
+quantize=16 and quantize=8, each compared with the PyTorch detector on the same images.
+Tolerances on the decoded output and on the class scores alone: fp32 1e-4 (same graph), fp16
+2e-2, int8 0.1 (a one-epoch detector on four 64 px images; real accuracy is a val run's job)."""
+import os
+
+os.environ['YOLO_AUTOINSTALL'] = 'False'
+os.environ['YOLO_OFFLINE'] = '1'
+os.environ.setdefault('YOLO_VERBOSE', 'False')
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import deploy_checkpoint, randomize  # noqa: E402
+
+pytest.importorskip('ultralytics')
+pytest.importorskip('openvino')
+pytest.importorskip('nncf')
+from distill.cli import detect, reparam  # noqa: E402
+from distill.detect_exports import EXPORTS, check_exports  # noqa: E402
+from test_detect_reparam import RECIPE, neck_blocks, tiny_data, train_args  # noqa: E402,F401
+
+TOL = {32: 1e-4, 16: 2e-2, 8: 0.1}
+
+
+@pytest.fixture(scope='module')
+def folded(tmp_path_factory, tiny_data):  # noqa: F811
+    import ultralytics
+    from models.handoff.detector import save_detector
+    root = tmp_path_factory.mktemp('detexport')
+    deploy = deploy_checkpoint(root / 'riformer_s12.deploy.safetensors', seed=11)
+    assert detect.main(['train', '--cfg', str(RECIPE), '--scale', 's', '--backbone', str(deploy),
+                        *train_args(tiny_data, root / 'runs', 'neck')]) == 0
+    net = ultralytics.YOLO(str(root / 'runs' / 'neck' / 'weights' / 'last.pt')).model.float()
+    for i, block in enumerate(neck_blocks(net)):          # blocks with something to fold
+        randomize(block, seed=30 + i)
+    src = save_detector(net, root / 'best.pt', extra={'train_args': {'imgsz': 64, 'task': 'detect'}})
+    assert reparam.main([str(src)]) == 0
+    return root / 'best.deploy.pt'
+
+
+def test_ultralytics_cpu_exports_match_the_pytorch_detector(folded, tiny_data):  # noqa: F811
+    rows = check_exports(folded, 64, data=str(tiny_data))
+    assert [(r['format'], r['quantize']) for r in rows] == [(f, q or 32) for f, q in EXPORTS]
+    for r in rows:
+        assert 'error' not in r, r
+        assert r['rel_err'] < TOL[r['quantize']] and r['score_err'] < TOL[r['quantize']], r
+
+
+def test_int8_without_data_is_a_row_not_a_crash(folded):
+    rows = check_exports(folded, 64, exports=[('onnx', 8)], log=lambda line: None)
+    assert rows == [{'format': 'onnx', 'quantize': 8, 'error': 'int8 needs data= (a dataset YAML to calibrate on)'}]
