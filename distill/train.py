@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import List
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == '__main__' and sys.argv[1:2] in ([], ['-h'], ['--help']):
+    from distill.cli.train import main as help_only     # before the heavy imports below
+    sys.exit(help_only())
+import torch  # noqa: E402
 import timm  # noqa: E402
 import yaml  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
@@ -38,6 +40,7 @@ from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
+from distill.threads import choose_threads  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import (  # noqa: E402
@@ -103,6 +106,39 @@ def show_balance(accelerator, student, criterion, dataset, recipe, mixup, epoch,
     return rows
 
 
+def threads_of_run(out: Path):
+    """The thread count a run in `out` computed with (its newest checkpoint's), None if unknown."""
+    try:
+        latest = out / 'checkpoints' / (out / 'checkpoints' / 'latest').read_text().strip()
+        return json.loads((latest / 'train_state.json').read_text()).get('threads') or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def best_epoch(history, best_top1):
+    """The first epoch (from 1) whose val/top1 is the best, None before any evaluation."""
+    return next((h['epoch'] for h in history if h.get('val/top1') is not None
+                 and math.isclose(h['val/top1'], best_top1, abs_tol=5e-5)), None)
+
+
+def closing_lines(out: Path, recipe, summary: dict, riformer: bool) -> str:
+    """What a finished run says: its results, the files it wrote, the next command."""
+    final, epochs = summary['final'].get('val/top1'), summary['epochs']
+    lines = [f'finished {epochs} epochs' + (f': best top-1 {summary["best_top1"]:.2f} at epoch {summary["best_epoch"]}, '
+                                             f'final top-1 {final:.2f} (epoch {epochs})' if final is not None else '')]
+    files = [('model', out / 'model.safetensors', 'the final student'),
+             ('best', out / 'best.safetensors', f'the student of epoch {summary["best_epoch"]}'),
+             ('summary', out / 'summary.json', 'metrics of every epoch, the loss balance'),
+             ('logs', out / 'tb', f'tensorboard --logdir {out}')]
+    lines += [f'  {name:<8} {path}  ({what})' for name, path, what in files if path.exists()]
+    if riformer:
+        lines.append(f'next: python tools/reparam.py {out / "model.safetensors"}   # fold into the deploy checkpoint')
+    else:
+        lines.append(f'next: use it as a teacher: teacher.checkpoint={out / "model.safetensors"}, or '
+                     f'python tools/evaluate.py {out / "model.safetensors"}')
+    return '\n'.join(lines)
+
+
 def needs_unused_parameter_search(recipe) -> bool:
     """Whether some epoch's active terms leave trainable parameters without gradients: with no
     logit term (feature terms alone, soft KD windowed off) the head and the blocks after the
@@ -134,12 +170,19 @@ def lr_at(update: int, lr: float, optim_cfg, epochs: int, epoch_updates: int) ->
     return optimizer.param_groups[0]['lr']
 
 
+BOOKKEEPING_KEYS = {'train.progress', 'train.log_every', 'train.loss_balance', 'train.threads'}
+
+
 def describe_resume(changes, state: TrainState, lr, optim_cfg, epoch_updates) -> List[str]:
     """What a resume with a changed recipe does, one line per changed key."""
     lines = []
     for key, (old, new) in changes.items():
+        if key in BOOKKEEPING_KEYS:        # how a run reports, not what it computes
+            continue
         line = f'resume: {key} {old} -> {new}'
-        if key == 'train.epochs':
+        if key == 'train.epochs' and new <= state.epoch:
+            line += f': the run already has {state.epoch} epochs; nothing to train (its results stay as they are)'
+        elif key == 'train.epochs':
             n = state.num_updates
             line += (f': the cosine schedule is rebuilt to end at update {new * epoch_updates} instead of '
                      f'{old * epoch_updates}; training continues at update {n} with lr '
@@ -172,12 +215,18 @@ def run(recipe, check_only=False):
         raise InputErrors(problems)
     if cfg.keep_host_memory:
         host_memory.keep_freed_memory()
+    if int(os.environ.get('WORLD_SIZE', 1)) == 1 and not torch.cuda.is_available():
+        # A busy machine: fewer threads, not a slower run. A resume keeps the run's thread count:
+        # float sums, and so the weights, depend on it.
+        threads, note = choose_threads(cfg.threads or (threads_of_run(out) if recipe.resume else None))
+        torch.set_num_threads(threads)
+        if note:
+            print(note, flush=True)
     accelerator = make_accelerator(recipe, out)
     recipe_dict = recipe.to_dict()
     accelerator.wait_for_everyone()     # every process checks before the main one writes
     set_seed(cfg.seed)
     say = accelerator.print
-    say(f'host memory: {host_memory.describe()}')
 
     train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
     teacher, logit_teacher = build_teachers(recipe, num_classes)
@@ -248,8 +297,10 @@ def run(recipe, check_only=False):
     resume_from = resume_checkpoint(accelerator, out) if recipe.resume else None
     if recipe.resume and resume_from is None:
         say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
+    state.threads = torch.get_num_threads()
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
+        state.threads = torch.get_num_threads()
         scheduler.step_update(state.num_updates)
         say(f'resumed from {resume_from} at epoch {state.epoch}')
         changes = resumed_changes(out, recipe_dict)
@@ -274,6 +325,7 @@ def run(recipe, check_only=False):
         f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
         f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}'
         + (f'; feature reductions: {describe_reductions(recipe.distill, criterion.context)}' if used else ''))
+    say(f'output: {out.resolve()}  (watch it: tensorboard --logdir {out}, tab CUSTOM SCALARS)')
     start = time.perf_counter()
     last_ckpt = resume_from
     # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
@@ -328,9 +380,11 @@ def run(recipe, check_only=False):
         'session_seconds': round(time.perf_counter() - start, 2),
         'processes': accelerator.num_processes,
         'balance': state.balance,
+        'best_epoch': best_epoch(state.history, state.best_top1),
     }
     write_on_main(accelerator, out / 'summary.json',
                   lambda: write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2)), last_ckpt)
+    say(closing_lines(out, recipe, summary, isinstance(final, models.RIFormer)))
     accelerator.log({FINISHED: 1.}, step=cfg.epochs)      # nothing without trackers: nothing trained
     accelerator.end_training()
     criterion.remove_hooks()
@@ -365,8 +419,8 @@ def resume_command(argv: List[str]) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ('-h', '--help'):
-        print(__doc__)
-        return 0 if argv else 2
+        from distill.cli.train import main as help_only
+        return help_only(argv)
     check_only = '--check' in argv
     argv = [a for a in argv if a != '--check']
     try:

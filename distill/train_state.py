@@ -36,7 +36,7 @@ from models.errors import CheckpointError
 
 from .disk import WriteFailed, attempt_write
 from .integrity import checkpoints_newest_first, choose_checkpoint, epoch_of, write_manifest
-from .config import RecipeError, flat_keys
+from .config import Recipe, RecipeError, flat_keys
 
 
 
@@ -50,6 +50,7 @@ class TrainState:
     train_seconds: float = 0.0      # training time over all sessions of the run
     history: List[Dict[str, float]] = field(default_factory=list)   # one row of metrics per epoch
     balance: List[dict] = field(default_factory=list)   # the loss balance where it was measured (distill/balance.py)
+    threads: int = 0                # CPU threads the run computes with (a resume keeps them: results depend on it)
 
     @classmethod
     def from_json(cls, text: str) -> 'TrainState':
@@ -70,7 +71,10 @@ def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
     if saved.exists():
         old = flat_keys(yaml.safe_load(saved.read_text()) or {})
         new = flat_keys(recipe_dict)
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        # A key the saved recipe lacks (written by an older version) had its default value.
+        defaults = flat_keys(Recipe().to_dict())
+        changed = sorted(k for k in set(old) | set(new)
+                         if old.get(k, defaults.get(k)) != new.get(k) and k not in RESUMABLE_CHANGES)
         if not resume:
             raise RecipeError(f'output_dir {out} already holds a run; pass resume=true to continue it '
                               f'or choose another train.output_dir')

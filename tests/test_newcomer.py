@@ -75,7 +75,7 @@ def teacher_run(tmp_path_factory):
 def test_a_run_says_where_its_results_go(teacher_run):
     out, said = teacher_run
     lines = said.splitlines()
-    assert f'output: {out.resolve()}  (watch it: tensorboard --logdir {out})' in lines
+    assert f'output: {out.resolve()}  (watch it: tensorboard --logdir {out}, tab CUSTOM SCALARS)' in lines
     summary = json.loads((out / 'summary.json').read_text())
     best = summary['best_epoch']
     assert best in (1, 2) and summary['history'][best - 1]['val/top1'] == pytest.approx(summary['best_top1'], abs=1e-4)
@@ -148,3 +148,14 @@ def test_evaluate_finds_the_recipe_in_the_checkpoint(teacher_run, capsys):
     assert evaluate.main([str(out / 'missing.safetensors')]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and 'no such checkpoint' in err
+
+
+def test_pretrained_offline_is_one_clear_error(monkeypatch):
+    import timm
+    import models
+    from models import pretrained
+    monkeypatch.setattr(pretrained, '_cached', lambda source: False)
+    monkeypatch.setattr(pretrained, '_resolves', lambda host: False)
+    with pytest.raises(models.CheckpointError, match=r'riformer_s12: its weights .* cannot be reached; download it '
+                                                      r'where there is network .*pretrained_cfg_overlay=dict\(file=PATH\)'):
+        timm.create_model('riformer_s12', pretrained=True)
