@@ -125,11 +125,14 @@ def test_train_one_epoch_then_predict_export_and_rebuild(s12_deploy, tiny_data, 
     deploy = tmp_path / 'moving' / 'riformer_s12.deploy.safetensors'
     deploy.parent.mkdir()
     shutil.copy(s12_deploy, deploy)
+    # ultralytics-style settings for the launcher's own options (imgsz=64 is --imgsz 64), and the
+    # scale from a file name that is not a file, as ultralytics reads yolov8n.yaml
     code = detect.main([
-        'train', '--cfg', str(RECIPES / 'yolov8-riformer_s12.yaml'), '--backbone', str(deploy),
-        '--data', str(tiny_data), '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0',
-        '--device', 'cpu', '--project', str(tmp_path / 'runs'), '--name', 'y8', '--exist-ok', 'plots=False'])
+        'train', '--cfg', str(RECIPES / 'yolov8n-riformer_s12.yaml'), '--backbone', str(deploy),
+        f'data={tiny_data}', 'epochs=1', 'imgsz=64', 'batch=2', 'workers=0', 'device=cpu',
+        f'project={tmp_path / "runs"}', 'name=y8', 'exist_ok=True', 'plots=False'])
     assert code == 0
+    assert 'model scale: n (the file name)' in capsys.readouterr().out
     last = tmp_path / 'runs' / 'y8' / 'weights' / 'last.pt'
     assert last.is_file()
 
@@ -166,8 +169,8 @@ def test_train_one_epoch_then_predict_export_and_rebuild(s12_deploy, tiny_data, 
     assert isinstance(tuned.model[0], DeployBackbone) and tuned.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
 
     capsys.readouterr()
-    assert detect.main(['predict', '--weights', str(last), '--source', str(tiny_data.parent / 'images'),
-                        '--imgsz', '64', '--device', 'cpu', 'save=False']) == 0
+    assert detect.main(['predict', f'model={last}', f'source={tiny_data.parent / "images"}',
+                        'imgsz=64', 'conf=0.25', '--device', 'cpu', 'save=False']) == 0
     assert capsys.readouterr().out.count(' boxes') == 4
     assert detect.main(['export', '--weights', str(last), '--format', 'torchscript', '--imgsz', '64']) == 0
     scripted = torch.jit.load(str(last.with_suffix('.torchscript')))
@@ -189,6 +192,59 @@ def test_rtdetr_trains_one_epoch(s12_deploy, tiny_data, tmp_path):
     assert 'RTDETRDecoder' in (tmp_path / 'runs' / 'rt' / 'model.yaml').read_text()
     model = ultralytics.RTDETR(str(last)).model
     assert type(model).__name__ == 'RTDETRDetectionModel' and isinstance(model.model[0], DeployBackbone)
+
+
+def c2f_widths(net):
+    return [m.cv2.conv.out_channels for m in net.model if type(m).__name__ == 'C2f']
+
+
+# C2f output widths of the YOLOv8 head at each scale: make_divisible(min(c, max_channels) * width, 8)
+# of its [512, 256, 512, 1024] rows, as ultralytics' own yolov8{n,s,m,l,x}.yaml.
+SCALED_C2F = {'n': [128, 64, 128, 256], 's': [256, 128, 256, 512], 'm': [384, 192, 384, 576],
+              'l': [512, 256, 512, 512], 'x': [640, 320, 640, 640]}
+
+
+def test_the_scale_a_yaml_asks_for_is_kept(s12_deploy, tiny_data, tmp_path, capsys):
+    """The issue's case: a recipe copy named yolov8m-rif.yaml trained through tools/detect.py is
+    the m model (it was built at n: the prepared YAML's file name says no scale)."""
+    cfg = tmp_path / 'yolov8m-rif.yaml'
+    shutil.copy(RECIPES / 'yolov8-riformer_s12.yaml', cfg)
+    assert detect.main(['train', '--cfg', str(cfg), '--backbone', str(s12_deploy), '--data', str(tiny_data),
+                        '--epochs', '1', '--imgsz', '64', '--batch', '2', '--workers', '0', '--device', 'cpu',
+                        '--project', str(tmp_path / 'runs'), '--name', 'm', 'plots=False', 'val=False']) == 0
+    assert 'model scale: m (the file name)' in capsys.readouterr().out
+    run = tmp_path / 'runs' / 'm'
+    for weights in (run / 'init.pt', run / 'weights' / 'last.pt'):
+        net = ultralytics.YOLO(str(weights)).model
+        assert c2f_widths(net) == SCALED_C2F['m'] and net.yaml['scale'] == 'm', weights
+    prepared = {**handoff.prepare_cfg(handoff.load_cfg(cfg), str(s12_deploy)), 'nc': 1}
+    reference = ultralytics.YOLO(str(handoff.write_cfg(prepared, tmp_path / 'yolov8m-ref.yaml'))).model
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in reference.parameters())
+    # the prepared YAML builds the same model by its own name too (ultralytics reads no scale from 'model')
+    assert c2f_widths(ultralytics.YOLO(str(run / 'model.yaml')).model) == SCALED_C2F['m']
+
+
+@pytest.mark.parametrize('scale', ['n', 'm'])
+def test_neck_blocks_follow_the_scale(scale, s12_deploy):
+    from models.handoff import RIFormerNeckBlock
+    cfg = handoff.prepare_cfg(handoff.load_cfg(RECIPES / 'yolov8-riformer_s12-neck.yaml'), str(s12_deploy), scale=scale)
+    net = handoff.build_detector(cfg)
+    blocks = [m.dim for m in net.model if isinstance(m, RIFormerNeckBlock)]
+    assert c2f_widths(net) == blocks == SCALED_C2F[scale]
+
+
+@pytest.mark.parametrize('cfg, args, message', [
+    ('yolov8-riformer_s12.yaml', ['--scale', 'q'], "scale 'q' (from --scale): the model YAML has scales n, s, m, l, x"),
+    ('yolov8s-riformer_s12.yaml', ['--scale', 'm'], 'the model scale is ambiguous: --scale says m, the file name says s'),
+    ('yolov5-riformer_s12.yaml', ['--scale', 's'], '--scale s: the model YAML has no scales:'),
+    ('yolov8q-riformer_s12.yaml', [], 'yolov8q-riformer_s12.yaml: no such model YAML'),
+])
+def test_scale_errors_are_one_line(cfg, args, message, s12_deploy, tiny_data, tmp_path, capsys):
+    assert detect.main(['train', '--cfg', str(RECIPES / cfg), '--backbone', str(s12_deploy), '--data', str(tiny_data),
+                        '--project', str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize('args, message', [
@@ -218,6 +274,63 @@ def test_bad_weights_and_training_form_checkpoint(tmp_path, capsys):
         build_backbone(tmp_path / 'train.safetensors')
     with pytest.raises(models.CheckpointError, match=r'out_indices \[7\] out of range'):
         build_backbone('fasternet_t0', out_indices=(1, 7))
+
+
+@pytest.fixture(scope='module')
+def bad_weights(tmp_path_factory):
+    """Files a user may pass as --weights by mistake, with the words their error must say."""
+    import torchvision
+    root = tmp_path_factory.mktemp('bad')
+    torch.save({'model': torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))}, root / 'layers.pt')
+    (root / 'truncated.pt').write_bytes((root / 'layers.pt').read_bytes()[:300])
+    torch.save(torchvision.models.resnet18(), root / 'torchvision.pt')
+    torch.save(torch.nn.Conv2d(3, 3, 1).state_dict(), root / 'state_dict.pt')
+    (root / 'folder.pt').mkdir()
+    return {root / 'truncated.pt': 'empty or truncated', root / 'torchvision.pt': 'refused to unpickle torchvision.',
+            root / 'layers.pt': 'Sequential: not an ultralytics, yolo9 or yolov5 detector',
+            root / 'state_dict.pt': 'not a detector checkpoint (no model in it)',
+            root / 'folder.pt': 'a directory, not a checkpoint file'}
+
+
+@pytest.mark.parametrize('route', [
+    ['train', '--weights', '{w}', '--data', '{data}'], ['train', '--resume', '{w}'], ['val', '--weights', '{w}'],
+    ['predict', '--weights', '{w}', '--source', '{images}'], ['export', 'model={w}', 'format=torchscript'],
+], ids=lambda r: r[0] + (' --resume' if '--resume' in r else ''))
+def test_bad_weights_give_one_error_line_on_every_route(route, bad_weights, tiny_data, capsys):
+    for path, words in bad_weights.items():
+        argv = [a.format(w=path, data=tiny_data, images=tiny_data.parent / 'images') for a in route]
+        assert detect.main(argv) == 2, path
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {path}: ') and words in err and err.count('\n') == 1, err
+
+
+def test_bad_weights_in_a_real_process_print_no_traceback(bad_weights, tiny_data, tmp_path):
+    """As a user runs it: one line on stderr, exit code 2, for a truncated file and a pickled
+    torchvision model (ultralytics printed a 49-line traceback, or unpickled it and crashed)."""
+    env = {**os.environ, 'YOLO_AUTOINSTALL': 'False', 'YOLO_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+    for path in list(bad_weights)[:2]:
+        result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'detect.py'), 'predict', '--weights', str(path),
+                                 '--source', str(tiny_data.parent / 'images')],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+        assert bad_weights[path] in lines[0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['train', '--imgsz', '64', 'imgsz=128'], 'imgsz given twice: --imgsz 64 and imgsz=128'),
+    (['train', 'imgsize=64'], 'imgsize=64: not an ultralytics setting (close: imgsz'),
+    (['train', 'batch=all'], 'batch=all: --batch takes int values'),
+    (['train', 'resume=True'], 'resume=True: give the checkpoint to resume: --resume '),
+    (['train', 'model=missing.yaml', f'data={RECIPES / "yolov8-riformer_s12.yaml"}'], 'missing.yaml: no such model YAML'),
+    (['val', 'model=missing.pt'], 'missing.pt: no such checkpoint'),
+    (['predict', '--weights', 'missing.pt'], 'predict needs --source'),
+    (['export'], 'export needs --weights'),
+])
+def test_ultralytics_style_settings_and_missing_options_are_one_line(args, message, capsys):
+    assert detect.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1, err
 
 
 def test_weights_argument_quoted_or_absolute_is_resolved(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def train_args(data, project, name, *extra):
 def neck_run(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp('neck')
     deploy = deploy_checkpoint(root / 'riformer_s12.deploy.safetensors', seed=11)
-    assert detect.main(['train', '--cfg', str(RECIPE), '--backbone', str(deploy),
+    assert detect.main(['train', '--cfg', str(RECIPE), '--scale', 's', '--backbone', str(deploy),
                         *train_args(tiny_data, root / 'runs', 'neck')]) == 0
     return root / 'runs' / 'neck'
 
@@ -81,22 +81,48 @@ def outputs(net, x):
 def test_neck_recipe_trains_with_training_form_blocks(neck_run):
     net = ultralytics.YOLO(str(neck_run / 'weights' / 'last.pt')).model
     blocks = neck_blocks(net)
+    # --scale s: the blocks' [512, 256, 512, 1024] at scale 1.0 follow the C2fs' scaled widths
     assert [b.dim for b in blocks] == [256, 128, 256, 512] and all(b.form == 'train' for b in blocks)
     assert [net.model[i].dim for i in (8, 12, 16, 20)] == [256, 128, 256, 512]
     # training moved them off their initialisation (affine mixer s = 1, t = 0)
     assert any(not torch.allclose(b.token_mixer.affine.bias, torch.zeros_like(b.token_mixer.affine.bias)) for b in blocks)
 
 
-def test_unscaled_width_gives_one_error_line_with_the_value(tiny_data, tmp_path, capsys):
+def unscaled_recipe():
+    """The neck recipe as a YAML without scales (YOLOv8s's multiples, block widths written out)."""
     cfg = handoff.load_cfg(RECIPE)
-    cfg['head'][3][3] = [512]          # row 8: C2f [512] is 256 wide at width_multiple 0.5
+    del cfg['scales']
+    cfg.update(depth_multiple=0.33, width_multiple=0.5)
+    for i, width in zip((3, 7, 11, 15), (256, 128, 256, 512)):
+        cfg['head'][i][3] = [width]
+    return cfg
+
+
+@pytest.mark.parametrize('scaled', [False, True], ids=['written-out', 'scales'])
+def test_every_wrong_width_in_one_error_line_with_the_value(scaled, tiny_data, tmp_path, capsys):
+    cfg = handoff.load_cfg(RECIPE) if scaled else unscaled_recipe()
+    cfg['head'][3][3] = [1024 if scaled else 512]     # row 8: the C2f before it is 256 wide at s
+    cfg['head'][11][3] = [256 if scaled else 512]     # row 16: likewise
     path = handoff.write_cfg(cfg, tmp_path / 'wide.yaml')
     deploy = deploy_checkpoint(tmp_path / 's12.deploy.safetensors')
-    assert detect.main(['train', '--cfg', str(path), '--backbone', str(deploy),
+    assert detect.main(['train', '--cfg', str(path), '--backbone', str(deploy), *(['--scale', 's'] if scaled else []),
                         *train_args(tiny_data, tmp_path / 'runs', 'wide')]) == 2
     err = capsys.readouterr().err
-    assert err.startswith('error: row 8: RIFormerBlock declares 512 channels but its input has 256') and \
-        'write [-1, 1, RIFormerBlock, [256]]' in err and err.count('\n') == 1, err
+    assert err.startswith('error: row 8: RIFormerBlock') and err.count('\n') == 1, err
+    if scaled:      # the advice is a width at scale 1.0, which the launcher scales
+        assert 'row 8: RIFormerBlock is 512 channels at scale s but its input has 256: write [-1, 1, RIFormerBlock, ' \
+               '[512]]' in err and 'row 16: RIFormerBlock is 128 channels at scale s but its input has 256' in err, err
+    else:
+        assert 'row 8: RIFormerBlock declares 512 channels but its input has 256' in err and \
+            'row 16: RIFormerBlock declares 512 channels but its input has 256' in err and \
+            'write [-1, 1, RIFormerBlock, [256]]' in err, err
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_written_out_widths_build_unchanged(tmp_path):
+    deploy = deploy_checkpoint(tmp_path / 's12.deploy.safetensors')
+    net = handoff.build_detector(handoff.prepare_cfg(unscaled_recipe(), str(deploy)))
+    assert [b.dim for b in neck_blocks(net)] == [256, 128, 256, 512]
 
 
 def test_fold_whole_detector_then_predict_val_export_rebuild_finetune(neck_run, tiny_data, tmp_path, capsys):

@@ -90,6 +90,11 @@ def test_yolov5_yaml_with_riformer_block_in_the_neck(tmp_path):
     cfg['head'][-2][3] = [256]
     with pytest.raises(models.HandoffError, match=r'row 19: RIFormerBlock declares 256 channels but its input has 512'):
         build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path))
+    cfg['head'].insert(-1, [-1, 1, 'RIFormerBlock', [128]])     # a second wrong row: both in one error
+    cfg['head'][-1][0] = [12, 15, 20]
+    with pytest.raises(models.HandoffError, match=r'row 19: RIFormerBlock declares 256 .*; row 20: RIFormerBlock '
+                                                  r'declares 128 channels but its input has 512'):
+        build_detection_model(cfg, 'yolov5.models.yolo', nc=3, backbone=str(path))
 
 
 def test_yolov5_checkpoint_with_neck_block_folds(tmp_path, capsys):

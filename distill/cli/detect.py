@@ -20,6 +20,8 @@ No code from a checkpoint runs: every .pt is read with `torch.load(weights_only=
 allow-list of layer classes before ultralytics sees it, and ultralytics runs in its safe mode
 (models/handoff/safe_load.py).
 """
+import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -48,6 +50,67 @@ def parse_overrides(items):
     return out
 
 
+# Settings this launcher has options for, under ultralytics' names: `imgsz=64` is taken as `--imgsz 64`.
+SHARED = ('imgsz', 'device', 'epochs', 'batch', 'workers', 'data', 'project', 'name', 'exist_ok', 'source',
+          'conf', 'format', 'resume')
+# Defaults of those options, filled in after the merge (argparse's default would hide whether an option was given).
+DEFAULTS = {'imgsz': 640, 'epochs': 100, 'batch': 16, 'workers': 8, 'project': 'runs/detect', 'name': 'exp',
+            'exist_ok': False, 'conf': 0.25, 'format': 'onnx'}
+
+
+def merge_settings(args, extra: dict, parser) -> dict:
+    """Take ultralytics-style `key=value` settings that name one of the command's options as that
+    option (`model=` as --cfg or --weights; one line if an option is given both ways with
+    different values, or `key` is not a setting ultralytics has); fill in the defaults; return
+    the settings left for ultralytics."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    rest = {}
+    for key, value in extra.items():
+        dest = _model_option(args, value) if key == 'model' else key
+        if dest in options and (key == 'model' or key in SHARED):   # not cfg=: ultralytics' defaults file
+            _set_option(args, options[dest], key, value)
+        elif key in DEFAULT_CFG_DICT:
+            rest[key] = value
+        else:
+            names = list(DEFAULT_CFG_DICT) + [o.lstrip('-') for a in options.values() for o in a.option_strings]
+            close = difflib.get_close_matches(key, names, 3)
+            raise UsageError(f'{key}={value}: not an ultralytics setting'
+                             + (f' (close: {", ".join(close)})' if close else ''))
+    for key, value in DEFAULTS.items():
+        if getattr(args, key, False) is None:
+            setattr(args, key, value)
+    return rest
+
+
+def _model_option(args, value) -> str:
+    """The option ultralytics' `model=` stands for: the weights, or in train a YAML's --cfg."""
+    return 'cfg' if args.command == 'train' and str(value).endswith(('.yaml', '.yml')) else 'weights'
+
+
+def _set_option(args, action, key, value):
+    if key == 'resume' and not isinstance(value, str):
+        raise UsageError(f'resume={value}: give the checkpoint to resume: --resume runs/detect/exp/weights/last.pt')
+    if action.nargs == 0:                       # a flag (--exist-ok)
+        value = bool(value)
+    elif value is not None:
+        try:
+            value = (action.type or str)(str(value))
+        except (TypeError, ValueError):
+            raise UsageError(f'{key}={value}: {action.option_strings[0]} takes {action.type.__name__} values') from None
+    given = getattr(args, action.dest)
+    if given is not None and given != value:
+        raise UsageError(f'{key} given twice: {action.option_strings[0]} {given} and {key}={value}')
+    setattr(args, action.dest, value)
+
+
+def need(args, *names):
+    """One line naming the options this command needs and did not get."""
+    missing = [n for n in names if not getattr(args, n)]
+    if missing:
+        raise UsageError(f'{args.command} needs ' + ' and '.join(f'--{n}' for n in missing))
+
+
 def existing(path, what, suffixes=None) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
@@ -58,9 +121,10 @@ def existing(path, what, suffixes=None) -> Path:
 
 
 def checkpoint(path) -> Path:
-    """A detector checkpoint argument: there, a .pt, and read without running code from it."""
+    """A detector checkpoint argument: there, a .pt, read without running code from it, and an
+    ultralytics detector."""
     from models.handoff.safe_load import vet_checkpoint
-    return vet_checkpoint(existing(path, 'checkpoint', ('.pt',)))
+    return vet_checkpoint(existing(path, 'checkpoint', ('.pt',)), family='ultralytics')
 
 
 def detector_class(weights):
@@ -97,6 +161,8 @@ def cmd_train(args, extra):
     common = dict(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, workers=args.workers)
     if args.device:
         common['device'] = args.device
+    if args.scale and not args.cfg:
+        raise UsageError('--scale picks the scale of a model YAML (--cfg); a checkpoint keeps its own')
     if args.resume:
         weights = checkpoint(args.resume)
         model = detector_class(weights)(str(weights))
@@ -109,7 +175,11 @@ def cmd_train(args, extra):
         weights = checkpoint(args.weights)
         start = detector_class(weights)(str(weights))
     else:
-        cfg = handoff.prepare_cfg(handoff.load_cfg(args.cfg), args.backbone)
+        cfg = handoff.load_cfg(args.cfg)
+        scale, origin = handoff.choose_scale(cfg, args.scale)
+        cfg = handoff.prepare_cfg(cfg, args.backbone, scale=scale)
+        if scale:
+            print(f'model scale: {scale} ({origin})')
         folder = run_dir(args.project, args.name, args.exist_ok)
         init = checkpoint(handoff.init_checkpoint(cfg, folder, nc=dataset_classes(data)))
         print(f'model YAML: {folder / "model.yaml"}\nstart checkpoint: {init}')
@@ -120,6 +190,7 @@ def cmd_train(args, extra):
 
 
 def cmd_val(args, extra):
+    need(args, 'weights')
     weights = checkpoint(args.weights)
     model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, batch=args.batch, workers=args.workers, **extra)
@@ -133,6 +204,7 @@ def cmd_val(args, extra):
 
 
 def cmd_predict(args, extra):
+    need(args, 'weights', 'source')
     weights = checkpoint(args.weights)
     source = existing(args.source, 'image source')
     model = detector_class(weights)(str(weights))
@@ -146,6 +218,7 @@ def cmd_predict(args, extra):
 
 
 def cmd_export(args, extra):
+    need(args, 'weights')
     weights = checkpoint(args.weights)
     model = detector_class(weights)(str(weights))
     kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
@@ -161,36 +234,40 @@ def build_parser():
     sub = parser.add_subparsers(dest='command', required=True)
 
     def add(name, func, help_text):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text + '. Options that ultralytics also has '
+                           'may be given its way too (imgsz=64); other key=value arguments go to ultralytics.')
         p.set_defaults(func=func)
-        p.add_argument('--imgsz', type=int, default=640)
+        p.add_argument('--imgsz', type=int, help='image size (default 640)')
         p.add_argument('--device', help="'cpu', '0', ... (default: ultralytics' choice)")
         return p
 
     p = add('train', cmd_train, 'train a detector from a model YAML, or fine-tune a trained one')
-    p.add_argument('--cfg', help='model YAML with a DeployBackbone row (recipes/detect/)')
+    p.add_argument('--cfg', help='model YAML with a DeployBackbone row (recipes/detect/); yolov8s-NAME.yaml '
+                                 'reads yolov8-NAME.yaml at scale s, as ultralytics')
+    p.add_argument('--scale', help='the scale of a model YAML with scales: (n, s, m, l, x; default: from the '
+                                   'file name, else the first)')
     p.add_argument('--weights', help='fine-tune a trained detector checkpoint (.pt) instead of --cfg')
     p.add_argument('--backbone', help='deploy checkpoint or backbone name; replaces the YAML source')
     p.add_argument('--data', help='ultralytics dataset YAML')
     p.add_argument('--resume', help='resume an interrupted run from its last.pt')
-    p.add_argument('--epochs', type=int, default=100)
-    p.add_argument('--batch', type=int, default=16)
-    p.add_argument('--workers', type=int, default=8)
-    p.add_argument('--project', default='runs/detect')
-    p.add_argument('--name', default='exp')
-    p.add_argument('--exist-ok', action='store_true')
+    p.add_argument('--epochs', type=int, help='default 100')
+    p.add_argument('--batch', type=int, help='default 16')
+    p.add_argument('--workers', type=int, help='default 8')
+    p.add_argument('--project', help='default runs/detect')
+    p.add_argument('--name', help='default exp')
+    p.add_argument('--exist-ok', action='store_true', default=None)
     p = add('val', cmd_val, 'validate a trained detector')
-    p.add_argument('--weights', required=True)
+    p.add_argument('--weights')
     p.add_argument('--data')
-    p.add_argument('--batch', type=int, default=16)
-    p.add_argument('--workers', type=int, default=8)
+    p.add_argument('--batch', type=int, help='default 16')
+    p.add_argument('--workers', type=int, help='default 8')
     p = add('predict', cmd_predict, 'run a trained detector on images')
-    p.add_argument('--weights', required=True)
-    p.add_argument('--source', required=True)
-    p.add_argument('--conf', type=float, default=0.25)
+    p.add_argument('--weights')
+    p.add_argument('--source')
+    p.add_argument('--conf', type=float, help='default 0.25')
     p = add('export', cmd_export, 'export a trained detector (ultralytics exporter)')
-    p.add_argument('--weights', required=True)
-    p.add_argument('--format', default='onnx', help='onnx, torchscript, ... (ultralytics formats)')
+    p.add_argument('--weights')
+    p.add_argument('--format', help='onnx (default), torchscript, ... (ultralytics formats)')
     return parser
 
 
@@ -200,8 +277,14 @@ def main(argv=None):
     ultralytics_safe_mode()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    args.func(args, parse_overrides(rest))
+    extra = merge_settings(args, parse_overrides(rest), _subparser(parser, args.command))
+    args.func(args, extra)
     return 0
+
+
+def _subparser(parser, command):
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ def allowed_classes(path, prefixes: Iterable[str] = MODULE_PREFIXES) -> List[Tup
     named), the file is missing, or it is not a torch.save() archive."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f'{path}: no such file')
+        raise CheckpointError(f'{path}: ' + ('a directory, not a checkpoint file' if path.is_dir() else 'no such file'))
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:

@@ -4,14 +4,55 @@
     - [-1, 1, RIFormerBlock, [256]]   # [channels, mlp_ratio, drop_path, layer_scale_init, form]
 
 Detector parsers pass an unknown module's arguments through unscaled and take its output
-channels to be its input channels. A declared width that does not match the input (typically
-the unscaled width of the layer before) is caught on the first forward, which every parser
-runs while building (stride computation), with the value to write.
+channels to be its input channels (in a YAML with `scales:`, `models.handoff.yolo.prepare_cfg`
+writes the scaled width first). A declared width that does not match the input (typically the
+unscaled width of the layer before) is caught on the first forward, which every parser runs
+while building (stride computation), with the value to write; inside `collect_width_errors`
+every such row of one build is reported at once.
 """
+import contextlib
+from typing import Callable, List, Optional, Tuple
+
 import torch
 
 from ..errors import HandoffError
 from ..riformer import RIFormerBlock
+
+# (row, declared, input channels) of each mismatch seen while a collect_width_errors() is open.
+_mismatches: Optional[List[Tuple[object, int, int]]] = None
+
+
+def width_message(row, declared: int, got: int) -> str:
+    where = f'row {row}' if row is not None else 'a row'
+    return (f'{where}: RIFormerBlock declares {declared} channels but its input has {got} '
+            f'(detector parsers do not scale its argument by width_multiple): write '
+            f'[-1, 1, RIFormerBlock, [{got}]], or build a YAML with scales: through tools/detect.py, which scales it')
+
+
+@contextlib.contextmanager
+def collect_width_errors(describe: Callable[[object, int, int], str] = width_message):
+    """Build a detector inside this to hear of every RIFormerBlock row whose width is wrong at
+    once: such a block notes it and passes its input on (the parser sized the layers after it
+    for that input), and on leaving one HandoffError names them all (`describe(row, declared,
+    input)` each, joined by '; '). Also when the build failed later for another reason."""
+    global _mismatches
+    outer, _mismatches = _mismatches, []
+    try:
+        yield
+    except Exception as e:
+        if _mismatches:
+            raise HandoffError(_joined(_mismatches, describe)) from e
+        raise
+    else:
+        if _mismatches:
+            raise HandoffError(_joined(_mismatches, describe))
+    finally:
+        _mismatches = outer
+
+
+def _joined(mismatches, describe) -> str:
+    unique = list(dict.fromkeys(mismatches))       # a build may run its forward more than once
+    return '; '.join(describe(*m) for m in unique)
 
 
 class RIFormerNeckBlock(RIFormerBlock):
@@ -35,10 +76,9 @@ class RIFormerNeckBlock(RIFormerBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and x.shape[1] != self.dim:   # tracing: shapes are fixed
-            layer = getattr(self, 'i', None)    # the row index, set by the parsers
-            where = f'row {layer}' if layer is not None else 'a row'
-            raise HandoffError(
-                f'{where}: RIFormerBlock declares {self.dim} channels but its input has {x.shape[1]} '
-                f'(detector parsers do not scale its argument by width_multiple): write '
-                f'[-1, 1, RIFormerBlock, [{x.shape[1]}]]')
+            row = getattr(self, 'i', None)    # the row index, set by the parsers
+            if _mismatches is None:
+                raise HandoffError(width_message(row, self.dim, x.shape[1]))
+            _mismatches.append((row, self.dim, int(x.shape[1])))
+            return x
         return super().forward(x)

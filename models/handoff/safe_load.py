@@ -10,20 +10,36 @@ with torch's weights-only allow-list. ultralytics, run in its safe mode (`ultral
 then loads the same file with `weights_only=True` as well and finds our layers allowed.
 """
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from .detector import allowed_classes, load_pickled
+from ..errors import CheckpointError
+from .detector import allowed_classes, family as detector_family, load_pickled
 
 
-def vet_checkpoint(path) -> Path:
+def vet_checkpoint(path, family: Optional[str] = None) -> Path:
     """`path` after a full restricted load (nothing executed; CheckpointError with one line for a
-    refused class or a damaged file); its classes are then allowed in every later
+    refused class, a damaged file, or with `family` ('ultralytics', 'yolo9', 'yolov5') a model
+    of another kind); its classes are then allowed in every later
     `torch.load(weights_only=True)` of this process."""
     path = Path(path)
-    load_pickled(path)
+    ckpt = load_pickled(path)
+    if family is not None:
+        _check_family(path, ckpt.get('ema') or ckpt.get('model'), family)
     torch.serialization.add_safe_globals([cls for cls, _ in allowed_classes(path)])
     return path
+
+
+def _check_family(path: Path, model, wanted: str):
+    try:
+        found = detector_family(model)
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    if found != wanted:
+        raise CheckpointError(f'{path}: a {found} detector; this command takes {wanted} checkpoints'
+                              + (' (load it with models.handoff.yolov5.load_detection_model)' if found != 'ultralytics'
+                                 else ''))
 
 
 def ultralytics_safe_mode():

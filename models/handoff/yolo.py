@@ -11,20 +11,24 @@ declare its channels; RIFormerBlocks can sit anywhere in the neck:
     - [0, 1, Index, [512, 2]]   # P5/32
     ...
     - [-1, 3, C2f, [512]]
-    - [-1, 1, RIFormerBlock, [256]]   # C2f's 512 x width_multiple 0.5: written out, not scaled
+    - [-1, 1, RIFormerBlock, [512]]   # with scales: as the C2f's; prepare_cfg writes the scaled width
 
 Pitfalls handled here: string arguments go through `ast.literal_eval`, so a path must be quoted
-("'path'"; `prepare_cfg` resolves and quotes it); an undeclared or wrong channel count breaks
-the head later with a shape error (`prepare_cfg` checks `Index` rows against the backbone, a
-RIFormerBlock checks its input when the parser runs its stride forward); and ultralytics
+("'path'"; `prepare_cfg` resolves and quotes it); ultralytics takes the scale of a YAML with
+`scales:` from its file name, which a written copy loses (`prepare_cfg` fixes the scale in the
+YAML, `build_detector` builds from the dict); it passes a RIFormerBlock's width through
+unscaled (`prepare_cfg` scales it); an undeclared or wrong channel count breaks the head later
+with a shape error (`prepare_cfg` checks `Index` rows against the backbone, a RIFormerBlock
+checks its input when the parser runs its stride forward); and ultralytics
 rebuilds the model from the YAML stored in a checkpoint when it fine-tunes or resumes, so
 `init_checkpoint` stores a YAML that names the architecture only (`DeployBackbone.portable_args`)
 and the deploy file is read once, when the fresh detector is built. Its BatchNorm reset
 (eps 1e-3) cannot touch the backbone: deploy forms hold no BatchNorm.
 """
 import copy
+import re
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import yaml
 
@@ -32,6 +36,7 @@ from ..errors import CheckpointError, HandoffError
 from ..riformer import ARCHS
 from ..loader import clean_source
 from .backbone import DeployBackbone, backbone_names
+from .layers import collect_width_errors, width_message
 from .register import register_in
 
 MODULE_NAME = 'DeployBackbone'
@@ -47,21 +52,71 @@ register()
 
 
 def load_cfg(path) -> dict:
+    """A model YAML as a dict, with `yaml_file` the path as given: as ultralytics does, a name with
+    a scale letter that is not a file (`yolov8s-riformer_s12.yaml`) reads the YAML without it
+    (`yolov8-riformer_s12.yaml`), and the letter picks the scale (`choose_scale`)."""
     path = Path(path)
-    if not path.is_file():
+    source = path if path.is_file() else path.with_name(re.sub(r'(\d+)([nslmx])(.+)?$', r'\1\3', path.name))
+    if not source.is_file():
         raise HandoffError(f'{path}: no such model YAML')
     if path.suffix not in ('.yaml', '.yml'):
         hint = f'; to fine-tune a trained detector pass --weights {path}' if path.suffix == '.pt' else ''
         raise HandoffError(f'{path}: a model YAML (.yaml) is needed here, got {path.suffix or "no suffix"}{hint}')
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(source.read_text())
     except UnicodeDecodeError:
-        raise HandoffError(f'{path}: not a text file; a model YAML (.yaml) is needed here') from None
+        raise HandoffError(f'{source}: not a text file; a model YAML (.yaml) is needed here') from None
     except yaml.YAMLError as e:
-        raise HandoffError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
+        raise HandoffError(f'{source}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get('backbone'), list) or not isinstance(cfg.get('head'), list):
-        raise HandoffError(f'{path}: not an ultralytics model YAML (needs backbone: and head: lists)')
+        raise HandoffError(f'{source}: not an ultralytics model YAML (needs backbone: and head: lists)')
+    cfg['yaml_file'] = str(path)
     return cfg
+
+
+def choose_scale(cfg: dict, requested: Optional[str] = None) -> Tuple[Optional[str], str]:
+    """(scale, where it came from) for a model YAML with `scales:`: `requested` (--scale), else the
+    letter in the file name as ultralytics reads it (`yolov8m-...yaml` -> m), else the YAML's own
+    `scale:` (a YAML `prepare_cfg` wrote), else the first scale, as ultralytics. (None, '') for a
+    YAML without scales. HandoffError for a scale the YAML lacks or sources that disagree."""
+    from ultralytics.nn.tasks import guess_model_scale
+    scales = cfg.get('scales') or {}
+    sources = {'--scale': requested, 'the file name': guess_model_scale(cfg.get('yaml_file') or '') or None,
+               "the YAML's scale:": cfg.get('scale') or None}
+    given = {k: v for k, v in sources.items() if v}
+    if not scales:
+        if requested:
+            raise HandoffError(f'--scale {requested}: the model YAML has no scales: (its widths are written out)')
+        return None, ''
+    if len(set(given.values())) > 1:
+        raise HandoffError('the model scale is ambiguous: ' + ', '.join(f'{k} says {v}' for k, v in given.items()))
+    origin, scale = next(iter(given.items())) if given else (None, next(iter(scales)))
+    if scale not in scales:
+        raise HandoffError(f'scale {scale!r} (from {origin}): the model YAML has scales {", ".join(map(str, scales))}')
+    if origin is None:
+        origin = f'the first of scales {", ".join(map(str, scales))}, as ultralytics takes it; choose with --scale'
+        stem = Path(cfg.get('yaml_file') or '').name
+        example = 's' if 's' in scales else list(scales)[-1]
+        named = re.sub(r'^(yolo(e-)?v?\d+)', rf'\g<1>{example}', stem)
+        if named != stem:
+            origin += f' or a file name such as {named}'
+    return scale, origin
+
+
+def _apply_scale(cfg: dict, scale: str):
+    """Fix `cfg` (a copy) to `scale`: RIFormerBlock widths, written at scale 1.0 as ultralytics'
+    own layers are, become the scaled width of the layer before them (ultralytics' parser
+    passes them through unscaled), and `scales` keeps only `scale`, so that a build from the
+    written file by any name, and a rebuild from a checkpoint's YAML, makes the same model. A
+    YAML that already names its `scale:` has its widths written out and is left as it is."""
+    from ultralytics.utils.ops import make_divisible
+    if cfg.get('scale') != scale:
+        _, width, max_channels = cfg['scales'][scale]
+        for row in cfg['backbone'] + cfg['head']:
+            if isinstance(row, list) and len(row) == 4 and row[2] == 'RIFormerBlock' and row[3]:
+                row[3] = [make_divisible(min(row[3][0], max_channels) * width, 8), *row[3][1:]]
+    cfg['scales'] = {scale: cfg['scales'][scale]}
+    cfg['scale'] = scale
 
 
 def is_rtdetr(cfg: dict) -> bool:
@@ -101,13 +156,18 @@ def _fresh_args(args: list, backbone: Optional[str], base_dir: Optional[Path]) -
     return [source, out_indices, repr(weights)] if weights is not None else [source, out_indices]
 
 
-def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Path] = None) -> dict:
+def prepare_cfg(cfg: dict, backbone: Optional[str] = None, base_dir: Optional[Path] = None,
+                scale: Optional[str] = None) -> dict:
     """A copy of `cfg` for building a fresh detector: every DeployBackbone row as
     `[architecture, out_indices, 'absolute deploy file']` (files resolved and quoted for
     ultralytics' literal_eval), and the channel counts of the `Index` rows that read it checked.
     `backbone` (a deploy file or backbone name) replaces the source of every such row; relative
-    paths are taken from the current directory (or `base_dir`)."""
+    paths are taken from the current directory (or `base_dir`). A YAML with `scales:` is fixed
+    to its scale (`scale`, else `choose_scale`'s), RIFormerBlock widths included."""
     cfg = copy.deepcopy(cfg)
+    scale = choose_scale(cfg, scale)[0]
+    if scale is not None:
+        _apply_scale(cfg, scale)
     rows = cfg['backbone'] + cfg['head']
     found = False
     for i, row in enumerate(rows):
@@ -165,6 +225,53 @@ def detector_class(cfg: dict):
     return RTDETR if is_rtdetr(cfg) else YOLO
 
 
+def build_detector(cfg: dict):
+    """The ultralytics DetectionModel (or RTDETRDetectionModel) of `cfg` (prepared by
+    `prepare_cfg`), built from the dict so that its `scale` holds (ultralytics guesses the scale
+    of a YAML file from its name). Every RIFormerBlock whose width does not match its input is
+    reported at once, also for RT-DETR, which runs no forward while building."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
+    cls = RTDETRDetectionModel if is_rtdetr(cfg) else DetectionModel
+    with collect_width_errors(_width_describer(cfg)):
+        net = cls(copy.deepcopy(cfg), nc=cfg.get('nc'), verbose=False)
+        if is_rtdetr(cfg):
+            with torch.no_grad():
+                _run_body(net.eval(), size=64)
+            net.train()
+    net.task = 'detect'
+    return net
+
+
+def _run_body(net, size: int):
+    """Every layer but the head on a zero image, as ultralytics' forward routes it."""
+    import torch
+    x, outputs = torch.zeros(1, 3, size, size), []
+    for m in net.model[:-1]:
+        if m.f != -1:
+            x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
+        x = m(x)
+        outputs.append(x)
+
+
+def _width_describer(cfg: dict):
+    """The width error of a RIFormerBlock row, with the value to write in this YAML: the width
+    itself, or in a YAML with scales the width at scale 1.0 that scales to it."""
+    from ultralytics.utils.ops import make_divisible
+    scale = cfg.get('scale')
+    if scale not in (cfg.get('scales') or {}):
+        return width_message
+    _, width, max_channels = cfg['scales'][scale]
+
+    def describe(row, declared, got):
+        nominal = round(got / width)
+        fits = nominal <= max_channels and make_divisible(nominal * width, 8) == got
+        value = f'[-1, 1, RIFormerBlock, [{nominal}]]' if fits else f'a width that scales to {got}'
+        return (f'row {row}: RIFormerBlock is {declared} channels at scale {scale} but its input has {got}: '
+                f'write {value} (in a YAML with scales: the width at scale 1.0, as for the layer before it)')
+    return describe
+
+
 def init_checkpoint(cfg: dict, run_dir, nc: Optional[int] = None) -> Path:
     """Build a fresh detector from `cfg` (prepared by `prepare_cfg`: deploy weights read from
     their files), and save it as `run_dir/init.pt`, a checkpoint ultralytics trains from
@@ -175,7 +282,7 @@ def init_checkpoint(cfg: dict, run_dir, nc: Optional[int] = None) -> Path:
     cfg = copy.deepcopy(cfg)
     if nc is not None:
         cfg['nc'] = nc      # the dataset's classes: the head is then transferred whole
-    path = write_cfg(cfg, run_dir / 'model.yaml')
-    net = detector_class(cfg)(str(path)).model
+    net = build_detector(cfg)       # first: a YAML that does not build leaves no run folder
+    write_cfg(cfg, run_dir / 'model.yaml')
     net.yaml = portable_cfg(net.yaml, net)
     return save_detector(net, run_dir / 'init.pt')

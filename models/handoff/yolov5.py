@@ -41,6 +41,7 @@ import yaml
 from ..errors import HandoffError
 from .backbone import DeployBackbone
 from .detector import detector_of, load_pickled
+from .layers import collect_width_errors
 from .register import register_in
 
 
@@ -78,7 +79,8 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
     if any(row[2] == 'DeployBackbone' for row in rows[1:] + cfg['head']):
         raise HandoffError('DeployBackbone must be the first backbone row')
     if not rows or rows[0][2] != 'DeployBackbone':
-        return yolo.DetectionModel(cfg, ch=3, nc=nc)     # their backbone: their parser alone
+        with collect_width_errors():                    # every wrong RIFormerBlock width at once
+            return yolo.DetectionModel(cfg, ch=3, nc=nc)     # their backbone: their parser alone
     args = list(rows[0][3])
     if backbone is not None:
         args = [backbone, *args[1:2]]      # replaces the source and its weights
@@ -107,7 +109,7 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         stride = module.strides[index]
     surrogate = copy.deepcopy(cfg)
     surrogate['backbone'] = stand_ins + rows[1 + len(picks):]
-    with _quiet(getattr(yolo, 'LOGGER', None)):       # its layer table and summary describe the stand-ins
+    with _quiet(getattr(yolo, 'LOGGER', None)), collect_width_errors():   # its table and summary: the stand-ins'
         model = yolo.DetectionModel(surrogate, ch=3, nc=nc)
 
     # Swap the stand-ins for the real modules (same indices; Picks read row 0's list).
