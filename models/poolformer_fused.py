@@ -25,15 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.metaformer import MetaFormerBlock, Pooling, Scale
 
-from .riformer import _ONEDNN_FUSION
+from .riformer import _ONEDNN_FUSION, _observed
 
 __all__ = ['PoolFormerInferenceBlock', 'fuse_poolformer', 'fused_blocks', 'reference_forward', 'set_fused']
-
-
-def _observed(module: nn.Module) -> bool:
-    """Whether a hook would see this module's call (then it must run as a module)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
 
 
 # oneDNN's fused bf16 convolutions need AVX-512 (BW, VL, DQ); on AVX2-only CPUs they raise, while

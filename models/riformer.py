@@ -62,6 +62,12 @@ def _fused_cpu_inference(x: torch.Tensor) -> bool:
     )
 
 
+def _observed(module: nn.Module) -> bool:
+    """Whether a hook would see this module's call (then it must run as a module)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
 def _fused_deploy(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether every block under `module` will take the fused deploy path for input `x`.
     The cheap checks go first: a training forward never walks the modules."""
@@ -135,11 +141,18 @@ class RIFormerBlock(nn.Module):
         self.fused = True
 
     def forward(self, x):
-        if self.fused and self.form == 'deploy' and not self.training and _fused_cpu_inference(x):
+        if self.fused and self.form == 'deploy' and not self.training and _fused_cpu_inference(x) \
+                and not self._bypassed_observed():
             return self._forward_deploy_fused(x)
         x = x + self.layer_scale1(self.drop_path1(self.token_mixer(self.norm1(x))))
         x = x + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
         return x
+
+    def _bypassed_observed(self) -> bool:
+        # The fused path never calls the MLP's modules: a hook on one of them (thop's FLOP count in
+        # ultralytics' and YOLOv5's summaries, a feature recorder) needs the reference forward.
+        mlp = self.mlp
+        return _observed(mlp) or any(m._forward_hooks or m._forward_pre_hooks for m in mlp._modules.values())
 
     def _forward_deploy_fused(self, x):
         # The deploy block x + norm1(x); x + fc2(gelu(fc1(norm2(x)))) with the GELU and the

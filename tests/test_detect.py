@@ -247,6 +247,27 @@ def test_scale_errors_are_one_line(cfg, args, message, s12_deploy, tiny_data, tm
     assert not any(tmp_path.iterdir())
 
 
+def reference_gflops(net, imgsz):
+    """What the detector computes: torch's FlopCounterMode over the reference forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with models.reference_forward(net), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(torch.zeros(1, 3, imgsz, imgsz))
+    return counter.get_total_flops() / 1e9
+
+
+@pytest.mark.parametrize('recipe', ['yolov8s-riformer_s12', 'yolov8s-riformer_s12-neck'])
+def test_summary_gflops_count_the_fused_deploy_blocks(recipe, s12_deploy):
+    """ultralytics' summary counts FLOPs with module hooks, which the fused CPU path of deploy
+    blocks bypassed (YOLOv8-S12: 20.7 GFLOPs reported, 46.3 computed)."""
+    from ultralytics.utils.torch_utils import model_info
+    net = handoff.build_detector(handoff.prepare_cfg(handoff.load_cfg(RECIPES / f'{recipe}.yaml'), str(s12_deploy)))
+    models.reparameterize(net.eval())           # the folded neck too: every block deploy-form, fused
+    assert all(b.form == 'deploy' and b.fused for b in models.fused_blocks(net))
+    _, params, _, gflops = model_info(net, imgsz=640)
+    assert params == sum(p.numel() for p in net.parameters())
+    assert gflops == pytest.approx(reference_gflops(net, 640), rel=0.05)
+
+
 @pytest.mark.parametrize('args, message', [
     (['--backbone', '/no/such/dir/x.deploy.safetensors'], 'x.deploy.safetensors: no such file'),
     (['--backbone', 'resnet50'], 'resnet50: no such file, and not a backbone name'),

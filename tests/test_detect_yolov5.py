@@ -44,7 +44,8 @@ def test_yolov5_loss_reaches_the_backbone(tmp_path):
     assert torch.isfinite(loss).all() and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
+def build_logged(*args, **kwargs):
+    """build_detection_model(...) and the lines their logger printed meanwhile."""
     import logging
 
     class Collect(logging.Handler):
@@ -58,11 +59,15 @@ def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
     collect = Collect()
     yolo.LOGGER.addHandler(collect)
     try:
-        path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=6)
-        net = build_detection_model(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path)).eval()
+        return build_detection_model(*args, **kwargs), '\n'.join(collect.lines)
     finally:
         yolo.LOGGER.removeHandler(collect)
-    text = '\n'.join(collect.lines)
+
+
+def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=6)
+    net, text = build_logged(RECIPE, 'yolov5.models.yolo', nc=3, backbone=str(path))
+    net.eval()
     total = sum(p.numel() for p in net.parameters())
     assert f'{total} parameters' in text and text.count('summary') == 1        # 14.9M, not the stand-ins' 4.4M
     assert 'torch.nn.modules.linear.Identity' not in text                      # no stand-in layer table
@@ -74,6 +79,19 @@ def test_yolov5_summary_is_the_real_model_and_saved_model_loads(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert models.relative_error(net(x)[0], loaded(x)[0]) < 1e-5
+
+
+def test_yolov5_summary_gflops_count_the_fused_deploy_blocks(tmp_path):
+    """Their summary counts FLOPs with thop's module hooks, which the fused CPU path of deploy
+    blocks bypassed (10.6 GFLOPs reported for 36.2 computed)."""
+    import re
+    from torch.utils.flop_counter import FlopCounterMode
+    path = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=7)
+    net, text = build_logged(RECIPE, 'yolov5.models.yolo', nc=80, backbone=str(path))
+    reported = float(re.search(r'([\d.]+) GFLOPs', text).group(1))
+    with models.reference_forward(net), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(torch.zeros(1, 3, 640, 640))
+    assert reported == pytest.approx(counter.get_total_flops() / 1e9, rel=0.05), text
 
 
 def test_yolov5_yaml_with_riformer_block_in_the_neck(tmp_path):

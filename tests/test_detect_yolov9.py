@@ -70,6 +70,26 @@ def test_yolov9_channel_check():
         build_detection_model(RECIPE, 'yolo9.models.yolo', backbone='fasternet_t0')
 
 
+def test_yolov9_summary_gflops_count_the_fused_deploy_blocks(s12_deploy):
+    """Their summary counts FLOPs with thop's module hooks, which the fused CPU path of deploy
+    blocks bypassed (20.2 GFLOPs reported for 45.8 computed)."""
+    import logging
+    import re
+    from torch.utils.flop_counter import FlopCounterMode
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    yolo.LOGGER.addHandler(handler)
+    try:
+        net = build_detection_model(RECIPE, 'yolo9.models.yolo', nc=80, backbone=str(s12_deploy))
+    finally:
+        yolo.LOGGER.removeHandler(handler)
+    reported = float(re.search(r'([\d.]+) GFLOPs', '\n'.join(lines)).group(1))
+    with models.reference_forward(net), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(torch.zeros(1, 3, 640, 640))
+    assert reported == pytest.approx(counter.get_total_flops() / 1e9, rel=0.05), lines
+
+
 NECK = RECIPE.with_name('yolov9-riformer_s12-neck.yaml')
 
 

@@ -7,6 +7,7 @@
     python tools/detect.py val     --weights runs/detect/exp/weights/best.pt --data data.yaml
     python tools/detect.py predict --weights runs/detect/exp/weights/best.pt --source images/
     python tools/detect.py export  --weights runs/detect/exp/weights/best.pt --format onnx
+    python tools/detect.py info    --cfg recipes/detect/yolov8s-riformer_s12.yaml --backbone riformer_s12.deploy.safetensors
 
 A fresh run builds the detector once from the model YAML (deploy weights read from the file,
 resolved to an absolute path) and starts training from that, saved as RUN/init.pt with the
@@ -229,6 +230,28 @@ def cmd_export(args, extra):
     return out
 
 
+def cmd_info(args, extra):
+    """Parameters and GFLOPs of the detector a model YAML builds: ultralytics' summary (its thop
+    count) next to torch's FlopCounterMode over the reference forward (what it computes)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import models
+    from models.handoff import yolo as handoff
+    need(args, 'cfg', 'backbone')
+    cfg = handoff.load_cfg(args.cfg)
+    scale, origin = handoff.choose_scale(cfg, args.scale)
+    net = handoff.build_detector(handoff.prepare_cfg(cfg, args.backbone, scale=scale)).eval()
+    if args.folded:
+        models.reparameterize(net)
+    _, params, _, summary = net.info(verbose=True, imgsz=args.imgsz)
+    with models.reference_forward(net), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(1, 3, args.imgsz, args.imgsz))
+    name = Path(args.cfg).stem + (f' (scale {scale})' if scale else '') + (' folded' if args.folded else '')
+    print(f'{name}: {params:,} parameters, {summary:.1f} GFLOPs in the ultralytics summary, '
+          f'{counter.get_total_flops() / 1e9:.1f} GFLOPs by FlopCounterMode at {args.imgsz}x{args.imgsz}')
+
+
 def build_parser():
     parser = Parser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -268,6 +291,11 @@ def build_parser():
     p = add('export', cmd_export, 'export a trained detector (ultralytics exporter)')
     p.add_argument('--weights')
     p.add_argument('--format', help='onnx (default), torchscript, ... (ultralytics formats)')
+    p = add('info', cmd_info, "a model YAML's parameters and GFLOPs (summary and FlopCounterMode)")
+    p.add_argument('--cfg', help='model YAML with a DeployBackbone row')
+    p.add_argument('--scale', help='as for train')
+    p.add_argument('--backbone', help='deploy checkpoint (random weights do: tools/reparam.py --random riformer_s12)')
+    p.add_argument('--folded', action='store_true', help='count after folding the RIFormerBlocks (tools/reparam.py)')
     return parser
 
 
