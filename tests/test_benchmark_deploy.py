@@ -58,9 +58,12 @@ def test_deploy_routes_table_with_accuracy_and_breakdown(checkpoints, tmp_path, 
     assert by['riformer_mini', 'fp32'][-2] == '100.00' and by['poolformer_mini', 'fp32'][-2] == '100.00'
     assert all(r[-3] != '-' and r[-2] != '-' for r in rows)
     assert 'group norm' in out and 'self CPU ms per call' in out
+    per_checkpoint = out.split('accuracy per checkpoint')[1]
+    assert per_checkpoint.count(str(student)) == len(FAST_FORMS.split(',')) and per_checkpoint.count(str(teacher)) == 2
+    assert '+0.00' in per_checkpoint                      # fp32 against itself
     text = md.read_text()
     assert 'Deploy routes:' in text and '| riformer_mini | ort-int8 | int8 | onnxruntime |' in text
-    assert 'cpu flags' in text
+    assert 'cpu flags' in text and 'Accuracy per checkpoint' in text
 
 
 def test_accuracy_options_need_each_other(checkpoints, capsys):

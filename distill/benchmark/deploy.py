@@ -255,7 +255,7 @@ def format_ops(rows: List[dict], markdown: bool = False) -> str:
 
 
 def route_accuracy(forms: Sequence[str], model: nn.Module, val_batches: Sequence[tuple],
-                   calib: Sequence[torch.Tensor], threads: int, log=print) -> Dict[str, dict]:
+                   calib: Sequence[torch.Tensor], threads: int, log=print, name: str = '') -> Dict[str, dict]:
     """Per form: top-1, agreement with the fp32 model's predictions (%) and the relative error
     of its logits against fp32's, over `val_batches` of (images, labels) of one batch size
     (the last one padded, so that compiled forms see one shape)."""
@@ -276,10 +276,32 @@ def route_accuracy(forms: Sequence[str], model: nn.Module, val_batches: Sequence
             logits = logits_of(build_route(form, model, calib, images[0], threads, Path(tmp)))
             out[form] = {'top1': accuracy(logits, targets, 1), 'agreement': agreement(logits, fp32),
                          'rel_err': models.relative_error(fp32, logits), 'fp32_top1': accuracy(fp32, targets, 1)}
-            log(f'  accuracy {type(model).__name__} {form}: top-1 {out[form]["top1"]:.2f} '
+            log(f'  accuracy {name or type(model).__name__} {form}: top-1 {out[form]["top1"]:.2f} '
                 f'(fp32 {out[form]["fp32_top1"]:.2f}), agreement {out[form]["agreement"]:.2f} % '
                 f'({time.perf_counter() - start:.0f} s)')
     return out
+
+
+def format_accuracy(results: Dict[str, List[dict]], markdown: bool = False) -> str:
+    """Per checkpoint and route: fp32 top-1, the route's top-1, the difference, agreement with
+    fp32's predictions and the logits' relative error ('' without results)."""
+    header = ['checkpoint', 'form', 'fp32 top-1', 'top-1', 'delta', 'agree fp32 %', 'rel err']
+    cells = [header]
+    for name, per_form in results.items():
+        for form, a in per_form.items():
+            cells.append([name, form, f'{a["fp32_top1"]:.2f}', f'{a["top1"]:.2f}', f'{a["top1"] - a["fp32_top1"]:+.2f}',
+                          f'{a["agreement"]:.2f}', f'{a["rel_err"]:.1e}'])
+    if len(cells) == 1:
+        return ''
+    if markdown:
+        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
+        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(header))) + '|')
+        return '\n'.join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
 
 
 def _pad(x: torch.Tensor, n: int) -> torch.Tensor:

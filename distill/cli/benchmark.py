@@ -123,6 +123,9 @@ def main(argv=None) -> int:
         ops = deploy.format_ops(rows)
         if ops:
             print('\nPyTorch deploy rows, self CPU ms per call by operator category (torch.profiler):\n' + ops)
+        accuracy = deploy.format_accuracy(getattr(args, 'accuracy_results', {}))
+        if accuracy:
+            print(f'\naccuracy per checkpoint on {args.accuracy}\'s validation split:\n' + accuracy)
     breakdown = benchmark.format_breakdown(rows)
     if breakdown:
         print('\ntraining step by phase, median (IQR) ms:\n' + breakdown)
@@ -133,6 +136,9 @@ def main(argv=None) -> int:
             text += '\nDeploy routes:\n\n' + deploy.format_deploy_table(rows, markdown=True) + '\n'
             ops = deploy.format_ops(rows, markdown=True)
             text += ('\nSelf CPU ms per call by operator category:\n\n' + ops + '\n') if ops else ''
+            accuracy = deploy.format_accuracy(getattr(args, 'accuracy_results', {}), markdown=True)
+            text += (f'\nAccuracy per checkpoint ({args.accuracy}, validation split):\n\n' + accuracy + '\n') \
+                if accuracy else ''
         args.markdown.write_text(text)
         print(f'markdown -> {args.markdown}')
     if args.csv:
@@ -147,16 +153,24 @@ def deploy_accuracy(rows, args, threads) -> None:
     forms = {}
     for r in rows:
         if r['group'].startswith('deploy-'):
-            forms.setdefault('poolformer' if r['model'].startswith('poolformer') else 'riformer', []).append(r['form'])
+            family = forms.setdefault('poolformer' if r['model'].startswith('poolformer') else 'riformer', [])
+            if r['form'] not in family:
+                family.append(r['form'])
     print(f'accuracy on {args.accuracy} (validation split; calibration: 256 training images)')
     val, calib = deploy.validation_batches(args.accuracy)
-    results = {}
+    results, named = {}, {}
     if args.teacher and forms.get('poolformer'):
         teacher = models.load_model(args.teacher)
-        results['poolformer'] = [deploy.route_accuracy(sorted(set(forms['poolformer'])), teacher, val, calib, threads)]
+        named[str(args.teacher)] = deploy.route_accuracy(forms['poolformer'], teacher, val, calib, threads,
+                                                         name=str(args.teacher))
+        results['poolformer'] = [named[str(args.teacher)]]
     if args.student and forms.get('riformer'):
-        results['riformer'] = [deploy.route_accuracy(sorted(set(forms['riformer'])), models.load_deploy(path),
-                                                     val, calib, threads) for path in args.student]
+        results['riformer'] = []
+        for path in args.student:
+            named[str(path)] = deploy.route_accuracy(forms['riformer'], models.load_deploy(path), val, calib,
+                                                     threads, name=str(path))
+            results['riformer'].append(named[str(path)])
+    args.accuracy_results = named
     for r in rows:
         family = 'poolformer' if r['model'].startswith('poolformer') else 'riformer'
         per = [res[r['form']] for res in results.get(family, []) if r['form'] in res]
