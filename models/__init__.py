@@ -17,7 +17,7 @@ from .layouts import to_mmpretrain_names, to_timm_names
 from .loader import load_deploy, load_model
 from .precision import bf16_note, to_bf16
 from .poolformer_fused import PoolFormerInferenceBlock, fuse_poolformer, fused_blocks, reference_forward, set_fused
-from .fold import FOLDS, compare_forms, relative_error, reparam_checkpoint, reparameterize
+from .fold import FOLDS, compare_blocks, compare_forms, relative_error, reparam_checkpoint, reparameterize
 from .riformer import ARCHS, RIFormer, RIFormerBlock
 from .student import create_student, fix_identity_mixer
 from .teachers import adapt_head, create_teacher, init_from_teacher
@@ -25,7 +25,7 @@ from .teachers import adapt_head, create_teacher, init_from_teacher
 __all__ = [
     'ARCHS', 'Checkpoint', 'CheckpointError', 'FOLDS', 'HandoffError', 'RecipeError', 'RIFormerError', 'UsageError', 'ModelConfig', 'PoolFormerInferenceBlock', 'RIFormer',
     'RIFormerBlock', 'fuse_poolformer', 'fused_blocks',
-    'adapt_head', 'build_model', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
+    'adapt_head', 'build_model', 'compare_blocks', 'compare_forms', 'create_student', 'create_teacher', 'fix_identity_mixer', 'init_from_teacher', 'load_checked',
     'load_deploy', 'load_model', 'read_checkpoint', 'read_metadata', 'read_state_dict', 'read_tensors',
     'reference_forward', 'relative_error', 'reparam_checkpoint', 'reparameterize', 'set_fused',
     'save_model', 'bf16_note', 'to_bf16', 'to_mmpretrain_names', 'to_timm_names', 'write_safetensors',

@@ -102,6 +102,89 @@ def compare_forms(reference: nn.Module, candidate: nn.Module, x: torch.Tensor) -
     return errors
 
 
+def residual_branches(block: RIFormerBlock, x: torch.Tensor):
+    """The two residual branches of a RIFormer block (any form) on `x`, by the reference forward:
+    the token mixer's (`x1 - x`) and the MLP's (`block(x) - x1`), with `x1 = x + ` the first."""
+    mixer = block.layer_scale1(block.drop_path1(block.token_mixer(block.norm1(x))))
+    x1 = x + mixer
+    return mixer, block.layer_scale2(block.drop_path2(block.mlp(block.norm2(x1))))
+
+
+def _block_inputs(model: nn.Module, x: torch.Tensor, names) -> Dict[str, torch.Tensor]:
+    """The input of each named RIFormer block of `model` when it runs on `x` (its first call)."""
+    modules = dict(model.named_modules())
+    inputs = {}
+
+    def keep(name):
+        return lambda module, args: inputs.setdefault(name, args[0].detach())
+
+    handles = [modules[n].register_forward_pre_hook(keep(n)) for n in names]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
+
+
+@torch.no_grad()
+def compare_blocks(reference: nn.Module, candidate: nn.Module, x: torch.Tensor, names=None) -> Dict[str, float]:
+    """Relative error of each RIFormer block's residual branches in `candidate` against the same
+    block in `reference`, each measured against the branch's own size (`relative_error`). A
+    block near identity (layer scale 1e-5, as after short training) hides a wrong fold from a
+    comparison of whole outputs; here it shows in full. Both blocks get the input the reference
+    block sees on `x` and run in float64, so the error is the fold's (float32 rounding of the
+    folded weights, about 1e-7), not cancellation in `block(x) - x`.
+
+    Args:
+        reference, candidate: models holding RIFormer blocks under the same module names (a
+            model and its folded copy), in eval mode.
+        x: the input batch.
+        names: the blocks to compare (default: every RIFormer block of `reference`).
+
+    Returns:
+        {block name: the larger of its two branch errors}.
+
+    Example:
+        >>> import timm, torch, models
+        >>> m = timm.create_model('riformer_mini').eval()
+        >>> errors = compare_blocks(m, models.reparameterize(m, inplace=False), torch.randn(1, 3, 32, 32))
+        >>> len(errors), max(errors.values()) < 1e-5
+        (6, True)
+    """
+    if names is None:
+        names = [n for n, m in reference.named_modules() if isinstance(m, RIFormerBlock)]
+    inputs = _block_inputs(reference, x, names)
+    ref_modules, cand_modules = dict(reference.named_modules()), dict(candidate.named_modules())
+    errors = {}
+    for name in names:
+        if name not in inputs:
+            continue        # not on the path of this input: nothing to compare
+        x64 = inputs[name].double()
+        ref = residual_branches(copy.deepcopy(ref_modules[name]).double().eval(), x64)
+        cand = residual_branches(copy.deepcopy(cand_modules[name]).double().eval(), x64)
+        errors[name] = max(relative_error(a, b) for a, b in zip(ref, cand))
+    return errors
+
+
+def worst_error(errors: Dict[str, float]):
+    """(name, error) of the largest error, NaN counting as the largest; (None, 0.0) when empty."""
+    if not errors:
+        return None, 0.
+    return max(errors.items(), key=lambda kv: float('inf') if kv[1] != kv[1] else kv[1])
+
+
+def check_blocks(errors: Dict[str, float], tol: float, output_error: float, what: str):
+    """CheckpointError unless every block's branch error is within `tol` (NaN fails)."""
+    name, worst = worst_error(errors)
+    if not worst <= tol:
+        bad = sum(not e <= tol for e in errors.values())
+        raise CheckpointError(
+            f'block check failed: the residual branches of {bad} of {len(errors)} folded blocks differ from the '
+            f'unfolded ones by up to {worst:.3g} of their size (worst: {name}) > tol {tol:g}, while the whole '
+            f'output moved only {output_error:.2g}: the fold is wrong; {what} not written')
+
+
 def default_output(path: Path, form: str) -> Path:
     """CKPT.pth -> CKPT.FORM.safetensors, next to the input."""
     stem = path.name
@@ -117,7 +200,8 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     """Fold a RIFormer checkpoint file into `form`, check it, and write the result.
 
     The folded model is compared with the training model on a random batch (logits and every
-    stage output) and written only when they agree within `tol` (tools/reparam.py is its CLI).
+    stage output, and each block's residual branches against their own size: `compare_blocks`)
+    and written only when all agree within `tol` (tools/reparam.py is its CLI).
 
     Args:
         src: the trainer's student file, a plain state dict or an mmpretrain RIFormer checkpoint
@@ -130,7 +214,8 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
         log: where the report lines go.
 
     Returns:
-        {'output', 'errors' (per output), 'max_rel_error', 'folds'}.
+        {'output', 'errors' (per output), 'max_rel_error', 'folds', 'block_errors' (per block:
+        `compare_blocks`), 'block_error' (the largest)}.
 
     Raises:
         CheckpointError: bad input or a failed check; nothing is written then.
@@ -157,6 +242,10 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
         raise CheckpointError(
             f'equivalence check failed: max relative error {worst:.3g} > tol {tol:g} '
             f'({", ".join(f"{k} {v:.3g}" for k, v in errors.items())}); deploy file not written')
+    # Outputs alone cannot see a wrong fold in a block whose branches are small next to its input.
+    block_errors = compare_blocks(reference, deployed, x)
+    check_blocks(block_errors, tol, worst, 'deploy file')
+    worst_block, block_error = worst_error(block_errors)
 
     out = Path(out) if out else default_output(src, form)
     if out.resolve() == src.resolve():
@@ -165,6 +254,7 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     save_model(out, deployed, extra={
         'folds': ','.join(folds), 'max_rel_error': f'{worst:.3e}', 'errors': json.dumps(errors),
         'source': f'{src.name} ({ckpt.source} layout, {start_form} form)', 'image_size': str(size),
+        'block_error': f'{block_error:.3e}',
     })
     config = ckpt.config
     log(f'{src} -> {out}')
@@ -175,4 +265,7 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     log(f'  folds: {", ".join(folds)}')
     log(f'  check on {batch_size}x{reference.in_chans}x{size}x{size}: max relative error {worst:.2e} '
         f'(tol {tol:g}; ' + ', '.join(f'{k} {v:.1e}' for k, v in errors.items()) + ')')
-    return {'output': str(out), 'errors': errors, 'max_rel_error': worst, 'folds': folds}
+    log(f'  blocks: the residual branches of all {len(block_errors)} blocks within {block_error:.1e} of their '
+        f'own size (worst: {worst_block})')
+    return {'output': str(out), 'errors': errors, 'max_rel_error': worst, 'folds': folds,
+            'block_errors': block_errors, 'block_error': block_error}

@@ -28,6 +28,16 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+@torch.no_grad()
+def drop_norm2_shift(block):
+    """A broken `RIFormerBlock._fold_norm2_into_fc1` for tests of the fold check: norm2's scale
+    goes into fc1, its shift (fc1's bias + W1 b2) is lost."""
+    from models.riformer import GroupNorm1
+    g = block.norm2.weight.double()
+    block.mlp.fc1.weight.copy_(block.mlp.fc1.weight.double() * g.view(1, -1, 1, 1))
+    block.norm2 = GroupNorm1(g.numel(), eps=block.norm2.eps, affine=False)
+
+
 def network_layout(model, prefix='', final_norm='norm', head='head', plain=False):
     """A state dict in the original PoolFormer layout (`network.{2i}.{j}`, `patch_embed.proj`),
     written out by hand from the published key names (sail-sg PoolFormer), independent of

@@ -16,10 +16,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import deploy_checkpoint, randomize  # noqa: E402
+from helpers import deploy_checkpoint, drop_norm2_shift, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import RIFormerNeckBlock  # noqa: E402
+from models.riformer import RIFormerBlock  # noqa: E402
 from models.handoff import yolo as handoff  # noqa: E402
 from models.handoff.detector import save_detector  # noqa: E402
 from distill.cli import detect, reparam  # noqa: E402
@@ -169,6 +170,35 @@ def test_fold_whole_detector_then_predict_val_export_rebuild_finetune(neck_run, 
     assert detect.main(['train', '--weights', str(folded_path), *train_args(tiny_data, tmp_path / 'runs', 'ft')]) == 0
     tuned = ultralytics.YOLO(str(tmp_path / 'runs' / 'ft' / 'weights' / 'last.pt')).model
     assert all(b.form == 'deploy' for b in neck_blocks(tuned)) and tuned.state_dict().keys() == have.keys()
+
+
+def test_fold_check_refuses_a_broken_block_fold_the_outputs_hide(tmp_path, capsys, monkeypatch):
+    """A freshly initialised neck detector: its blocks are near identity (layer scales 1e-5), so
+    a fold that drops norm2's shift moves the outputs by less than the tolerance; each folded
+    block's residual branches, measured against their own size, show it in full."""
+    deploy = deploy_checkpoint(tmp_path / 's12.deploy.safetensors', seed=12)
+    net = handoff.build_detector(handoff.prepare_cfg(handoff.load_cfg(RECIPE), str(deploy), scale='n')).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for block in neck_blocks(net):          # norm2's shift a little off its init, as a few steps move it
+            block.norm2.bias.normal_(0, 0.003, generator=generator)
+    src = save_detector(net, tmp_path / 'fresh.pt', extra={'train_args': {'imgsz': 64, 'task': 'detect'}})
+    monkeypatch.setattr(RIFormerBlock, '_fold_norm2_into_fc1', drop_norm2_shift)
+
+    from models.handoff.detector import compare_detectors
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    assert max(compare_detectors(net, models.reparameterize(copy.deepcopy(net)), x).values()) < 1e-5   # hidden
+    capsys.readouterr()
+    assert reparam.main([str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: block check failed: the residual branches of 4 of 4 folded blocks differ ') and \
+        'worst: model.' in err and err.count('\n') == 1, err
+    assert float(err.split('by up to ')[1].split()[0]) > 1e-3
+    assert not (tmp_path / 'fresh.deploy.pt').exists()
+
+    monkeypatch.undo()                          # the right fold passes the same check
+    assert reparam.main([str(src)]) == 0
+    assert 'blocks: the residual branches of the 4 folded blocks within' in capsys.readouterr().out
 
 
 def test_reparam_of_a_folded_or_blockless_detector_is_an_error(neck_run, tmp_path, capsys):

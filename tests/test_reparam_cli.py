@@ -47,6 +47,31 @@ def test_round_trip_every_arch(arch, tmp_path, capsys):
     assert meta['folds'].split(',') == models.FOLDS['deploy']
 
 
+def test_block_check_refuses_a_broken_fold_the_outputs_hide(tmp_path, capsys, monkeypatch):
+    """Layer scales at their init (1e-5): the blocks are near identity, so a fold that drops
+    norm2's shift moves logits and stage outputs by less than the tolerance; each block's
+    residual branches, measured against their own size, refuse it."""
+    from helpers import drop_norm2_shift
+    model = randomize(timm.create_model('riformer_mini', num_classes=10), 3).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'layer_scale' in name:
+                p.fill_(1e-5)
+    path = tmp_path / 'near_identity.safetensors'
+    models.save_model(path, model)
+    monkeypatch.setattr(models.RIFormerBlock, '_fold_norm2_into_fc1', drop_norm2_shift)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))      # the check's batch
+    assert max(models.compare_forms(model, models.reparameterize(model, inplace=False), x).values()) < 1e-5
+    code, out, err = run_cli(capsys, path, '--image-size', 64)
+    assert code == 2 and err.startswith('error: block check failed: the residual branches of 6 of 6 folded '
+                                        'blocks') and err.count('\n') == 1, err
+    assert not (tmp_path / 'near_identity.deploy.safetensors').exists()
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, path, '--image-size', 64)
+    assert code == 0 and 'blocks: the residual branches of all 6 blocks within' in out, err
+    assert float(models.read_checkpoint(tmp_path / 'near_identity.deploy.safetensors').metadata['block_error']) < 1e-6
+
+
 def test_plain_state_dict_pth_with_output_option(tmp_path, capsys):
     model = randomize(timm.create_model('riformer_s12', num_classes=4), 1).eval()
     torch.save({'model': model.state_dict(), 'epoch': 3}, tmp_path / 'ckpt.pth')

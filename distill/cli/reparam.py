@@ -9,10 +9,12 @@
 CKPT: the trainer's student checkpoint, a plain state dict (.pth/.pt/.safetensors) or an
 mmpretrain RIFormer checkpoint (training form, or its plain deploy form, which gets the
 remaining folds). The deploy model is compared with the training model on a random batch
-(logits and every stage output) and written only when they agree within --tol
-(`models.reparam_checkpoint` does the work).
+(logits and every stage output, and each block's two residual branches against their own
+size, which sees a wrong fold in a block near identity) and written only when all agree within
+--tol (`models.reparam_checkpoint` does the work).
 DETECTOR.pt: an ultralytics, yolo9 or yolov5 checkpoint; its folded copy (DETECTOR.deploy.pt) keeps the
-detector's layout with a rewritten model YAML (models.handoff.detector.reparameterize_detector).
+detector's layout with a rewritten model YAML, after the same two checks: every output tensor, and
+each folded block's residual branches (models.handoff.detector.reparameterize_detector).
 """
 import sys
 import tempfile
@@ -74,7 +76,9 @@ def main(argv=None):
     parser.add_argument('--arch', help='force a registered architecture (default: inferred from the tensors)')
     parser.add_argument('--form', default='deploy', choices=('deploy', 'plain'),
                         help='deploy: every fold (default); plain: affine into norm1 only, as mmpretrain')
-    parser.add_argument('--tol', type=float, default=1e-5, help='max relative error allowed (default 1e-5)')
+    parser.add_argument('--tol', type=float, default=1e-5,
+                        help="max relative error allowed, of the outputs and of each block's residual branches "
+                             'against their own size (default 1e-5)')
     parser.add_argument('--image-size', type=int,
                         help='check-batch resolution (default: from metadata, else 224; detectors: their training imgsz)')
     parser.add_argument('--batch-size', type=int, default=2, help='check-batch size (default 2)')

@@ -208,11 +208,12 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
                             seed: int = 0, log=print) -> dict:
     """Fold every RIFormerBlock of a detector checkpoint (ultralytics, yolo9, yolov5) into the deploy
     form, check the outputs against the unfolded detector on a random batch at the checkpoint's
-    image size, rewrite the stored YAML so a rebuild makes deploy-form blocks and takes every
-    tensor, and write `out` (default SRC.deploy.pt) as a checkpoint the detector's own tools load.
+    image size and each folded block's residual branches against their own size, rewrite the
+    stored YAML so a rebuild makes deploy-form blocks and takes every tensor, and write `out`
+    (default SRC.deploy.pt) as a checkpoint the detector's own tools load.
     The optimizer state is not carried over (it belongs to the training-form parameters)."""
     import copy
-    from ..fold import reparameterize
+    from ..fold import check_blocks, compare_blocks, reparameterize, worst_error
     from ..riformer import RIFormerBlock
     src = Path(src)
     ckpt = load_pickled(src)
@@ -221,7 +222,7 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
     blocks = [m for m in model.modules() if isinstance(m, RIFormerBlock)]
     if not blocks:
         raise CheckpointError(f'{src}: the detector has no RIFormer blocks to fold')
-    todo = [b for b in blocks if b.form != 'deploy']
+    todo = [name for name, m in model.named_modules() if isinstance(m, RIFormerBlock) and m.form != 'deploy']
     if not todo:
         raise CheckpointError(f'{src}: every RIFormer block is already in deploy form; nothing to fold')
 
@@ -240,19 +241,27 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
     if not worst <= tol:     # also catches NaN
         raise CheckpointError(
             f'equivalence check failed: max relative error {worst:.3g} > tol {tol:g}; detector not written')
+    # Near-identity blocks (layer scale 1e-5 after short training) hide a wrong fold from the
+    # outputs: each folded block's residual branches are checked against their own size.
+    block_errors = compare_blocks(reference, model, x, names=todo)
+    check_blocks(block_errors, tol, worst, 'detector')
+    worst_block, block_error = worst_error(block_errors)
 
     out = Path(out) if out else default_output(src)
     if out.resolve() == src.resolve():
         raise CheckpointError(f'{out}: output would overwrite the input; pass another -o')
     keep = {k: ckpt[k] for k in ('train_args', 'names', 'opt') if k in ckpt}
     save_detector(model, out, extra={**keep, 'folds': f'{len(todo)} RIFormer blocks to deploy form',
-                                     'max_rel_error': worst})
+                                     'max_rel_error': worst, 'block_error': block_error})
     log(f'{src} -> {out}')
     log(f'  {kind} {type(model).__name__}: folded {len(todo)} of {len(blocks)} RIFormer blocks '
         f'({len(blocks) - len(todo)} were already deploy-form)')
     log(f'  check on {batch_size}x3x{size}x{size}: max relative error {worst:.2e} (tol {tol:g}) over '
         f'{len(errors)} outputs; stored YAML rewritten, a rebuild takes all {len(model.state_dict())} tensors')
-    return {'output': str(out), 'errors': errors, 'max_rel_error': worst, 'folded': len(todo), 'family': kind}
+    log(f'  blocks: the residual branches of the {len(block_errors)} folded blocks within {block_error:.1e} of '
+        f'their own size (worst: {worst_block})')
+    return {'output': str(out), 'errors': errors, 'max_rel_error': worst, 'folded': len(todo), 'family': kind,
+            'block_errors': block_errors, 'block_error': block_error}
 
 
 def is_detector_checkpoint(path) -> bool:
