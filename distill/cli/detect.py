@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train, validate, predict with and export ultralytics detectors on a deploy backbone.
 
-    python tools/detect.py train   --cfg recipes/detect/yolov8-riformer_s12.yaml --backbone riformer_s12.deploy.safetensors --data data.yaml
+    python tools/detect.py train   --cfg recipes/detect/yolov8s-riformer_s12.yaml --backbone riformer_s12.deploy.safetensors --data data.yaml
     python tools/detect.py train   --weights runs/detect/exp/weights/last.pt --data other.yaml   # fine-tune
     python tools/detect.py train   --resume runs/detect/exp/weights/last.pt
     python tools/detect.py val     --weights runs/detect/exp/weights/best.pt --data data.yaml
@@ -14,8 +14,11 @@ resolved to an absolute path) and starts training from that, saved as RUN/init.p
 prepared YAML as RUN/model.yaml: the YAML stored in every checkpoint names the backbone's
 architecture only, so fine-tuning and resuming never need the deploy file (the `yolo` command
 takes the checkpoints too: unpickling one imports this package, which registers its layers).
-Auto-install of unknown packages is off unless YOLO_AUTOINSTALL is set. Extra `key=value`
-arguments go to ultralytics unchanged (values parsed as YAML scalars).
+Auto-install of unknown packages is off unless YOLO_AUTOINSTALL is set. A model YAML with
+`scales:` is built at the scale its file name asks for (yolov8s-NAME.yaml reads yolov8-NAME.yaml
+at scale s, as ultralytics), or --scale, else its first; the prepared YAML keeps it. Extra
+`key=value` arguments go to ultralytics unchanged (values parsed as YAML scalars), except those
+that name one of the launcher's options (imgsz=64 is --imgsz 64, model= is --cfg or --weights).
 
 No code from a checkpoint runs: every .pt is read with `torch.load(weights_only=True)` and an
 allow-list of layer classes before ultralytics sees it, and ultralytics runs in its safe mode
