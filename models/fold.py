@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .checkpoint_io import build_model, read_checkpoint, save_model
+from .checkpoint_io import build_model, read_checkpoint, read_metadata, save_model
 from .errors import CheckpointError
 from .riformer import RIFormerBlock
 
@@ -255,6 +255,8 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
         'folds': ','.join(folds), 'max_rel_error': f'{worst:.3e}', 'errors': json.dumps(errors),
         'source': f'{src.name} ({ckpt.source} layout, {start_form} form)', 'image_size': str(size),
         'block_error': f'{block_error:.3e}',
+        # the training recipe, when the source has one: tools/evaluate.py finds its data there
+        **({'recipe': read_metadata(src)['recipe']} if 'recipe' in read_metadata(src) else {}),
     })
     config = ckpt.config
     log(f'{src} -> {out}')

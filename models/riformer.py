@@ -400,6 +400,8 @@ def checkpoint_filter_fn(state_dict, model):
 
 
 def _create(variant, pretrained=False, **kwargs):
+    if pretrained and not (kwargs.get('pretrained_cfg_overlay') or {}).get('file'):
+        _check_downloadable(variant, kwargs.get('pretrained_cfg'))
     depths, dims, ls_init = ARCHS[variant]
     kwargs = {'depths': depths, 'dims': dims, 'layer_scale_init_value': ls_init, **kwargs}
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs['depths']))))
@@ -408,6 +410,19 @@ def _create(variant, pretrained=False, **kwargs):
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs)
+
+
+def _check_downloadable(variant, tag=None):
+    """One clear line instead of timm's urllib traceback when the official weights are neither
+    cached nor reachable (e.g. `timm.create_model('riformer_s12', pretrained=True)` offline)."""
+    from .errors import CheckpointError
+    from .pretrained import unavailable_reason
+    name = variant if not isinstance(tag, str) or not tag else f'{variant}.{tag}'
+    why = unavailable_reason(name)
+    if why:
+        raise CheckpointError(
+            f'{name}: {why}; download it where there is network and load it with '
+            f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))")
 
 
 def _cfg(**kwargs):
