@@ -104,6 +104,9 @@ def main(argv=None) -> int:
         host_memory.keep_freed_memory()
     env = benchmark.environment(settings)
     env['host malloc'] = host_memory.describe()
+    if any(c.group.startswith('deploy-') for c in cases) and settings.device == 'cpu':
+        from models.quantize import int8_note
+        env['cpu int8'] = int8_note()
     command = 'python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print('machine: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
     env['load at start'] = benchmark.load_average()
