@@ -87,3 +87,8 @@ def test_paired_ratios_and_categories():
     assert deploy.categorize('aten::native_group_norm') == 'group norm'
     assert deploy.categorize('onednn::qconv_pointwise') == 'int8 conv/linear'
     assert deploy.categorize('aten::copy_') == 'layout copies'
+    # Inductor's kernels, named by the ops they fuse (name_inductor_kernels).
+    assert deploy.categorize('graph_0_cpp_fused_add_native_group_norm_quantize_per_tensor_1') == 'group norm'
+    assert deploy.categorize('graph_0_cpp_fused_gelu_quantize_per_tensor_2') == 'elementwise'
+    assert deploy.categorize('graph_0_cpp_fused_quantize_per_tensor_0') == 'quant/dequant'
+    assert deploy.categorize('## Call CompiledFxGraph None ##') == 'compiled-graph overhead'

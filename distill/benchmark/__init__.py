@@ -29,6 +29,8 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
     """Build every case at each batch size, time them interleaved, and return one row each.
     `profile`: the deploy rows run in PyTorch also get their time per operator category."""
     rows = []
+    if profile:
+        deploy.name_inductor_kernels()
     for batch in batch_sizes:
         steps = {}
         for i, case in enumerate(cases):
