@@ -12,47 +12,16 @@ The teacher only supplies targets, so its forward can be cheaper than the studen
 * The teacher runs in the student's memory layout, so each feature pair of the imitation losses
   has one layout (a mixed pair would make every MSE a strided, unvectorised pass).
 """
-import platform
 import time
-from pathlib import Path
-from typing import Optional, Set
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
 import models
+from models.cpu import X86_BF16_FLAGS, cpu_bf16_support, cpu_flags  # noqa: F401  (re-exported: the teacher's precision reads them)
 
 from .config import COMPILE_MODES, TEACHER_PRECISIONS as PRECISIONS
-X86_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
-
-
-def cpu_flags(path: str = '/proc/cpuinfo') -> Set[str]:
-    """The CPU's feature flags from /proc/cpuinfo ('flags' on x86, 'Features' on Arm); empty
-    where the file does not exist (macOS, Windows)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(':')
-        if key.strip() in ('flags', 'Features'):
-            return set(value.split())
-    return set()
-
-
-def cpu_bf16_support(flags: Optional[Set[str]] = None, capability: Optional[str] = None,
-                     machine: Optional[str] = None) -> str:
-    """Which native bf16 instructions this CPU has and PyTorch will use, as text ('amx_bf16,
-    avx512_bf16'), or '' when bf16 would be emulated. The flags come from /proc/cpuinfo; the
-    cross-check is PyTorch's dispatch level (`torch.backends.cpu.get_cpu_capability()`): its
-    vectorised bf16 kernels need AVX512, which ATEN_CPU_CAPABILITY=avx2 or an older CPU rules out."""
-    flags = cpu_flags() if flags is None else flags
-    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
-    machine = (platform.machine() if machine is None else machine).lower()
-    if machine in ('aarch64', 'arm64'):
-        return 'bf16' if 'bf16' in flags else ''
-    found = sorted(f for f in X86_BF16_FLAGS if f in flags)
-    return ','.join(found) if found and capability.upper().startswith('AVX512') else ''
 
 
 def native_bf16(device) -> bool:

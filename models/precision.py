@@ -32,8 +32,7 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 def bf16_native() -> str:
     """The native bf16 instructions PyTorch uses on this CPU ('amx_bf16,avx512_bf16'), or ''."""
-    # One reading of the CPU flags for the whole project: the teacher's (distill/teacher.py).
-    from distill.teacher import cpu_bf16_support
+    from .cpu import cpu_bf16_support
     return cpu_bf16_support()
 
 

@@ -247,10 +247,9 @@ def save_openvino(ov_model, path) -> Path:
 
 def int8_note() -> str:
     """Whether this CPU has int8 dot-product instructions (VNNI / AMX) or emulates them."""
-    from distill.teacher import cpu_flags
-    flags = cpu_flags()
-    found = [f for f in ('amx_int8', 'avx512_vnni', 'avx_vnni') if f in flags]
-    return ('native int8 dot products: ' + ', '.join(found)) if found else \
+    from .cpu import cpu_int8_support
+    found = cpu_int8_support()
+    return f'native int8 dot products: {found}' if found else \
         'no VNNI/AMX: int8 convolutions run on AVX2 multiply-adds, usually little faster than fp32'
 
 

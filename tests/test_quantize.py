@@ -89,12 +89,13 @@ def test_load_deploy_dtype(deploy, tmp_path):
 
 
 def test_bf16_note_names_emulation(monkeypatch, deploy):
-    import distill.teacher as teacher_mod
-    monkeypatch.setattr(teacher_mod, 'cpu_flags', lambda path='/proc/cpuinfo': {'avx2', 'fma'})
+    import models.cpu
+    monkeypatch.setattr(models.cpu, 'cpu_flags', lambda path='/proc/cpuinfo': {'avx2', 'fma'})
     assert 'emulated' in models.bf16_note()
     with pytest.warns(UserWarning, match='emulated'):
         models.to_bf16(models.reparameterize(deploy, inplace=False))
-    monkeypatch.setattr(teacher_mod, 'cpu_flags', lambda path='/proc/cpuinfo': {'avx512f', 'avx512_bf16'})
+    monkeypatch.setattr(models.cpu, 'cpu_flags', lambda path='/proc/cpuinfo': {'avx512f', 'avx512_bf16'})
+    monkeypatch.setattr(models.cpu.platform, 'machine', lambda: 'x86_64')
     monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'AVX512')
     assert models.bf16_note() is None
 

@@ -131,9 +131,10 @@ def test_cpu_bf16_support(flags, capability, machine, expected):
 
 
 def fake_cpu(monkeypatch, flags, capability):
-    monkeypatch.setattr(teacher_mod, 'cpu_flags', lambda path='/proc/cpuinfo': set(flags))
+    import models.cpu
+    monkeypatch.setattr(models.cpu, 'cpu_flags', lambda path='/proc/cpuinfo': set(flags))
     monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
-    monkeypatch.setattr(teacher_mod.platform, 'machine', lambda: 'x86_64')
+    monkeypatch.setattr(models.cpu.platform, 'machine', lambda: 'x86_64')
 
 
 def test_auto_falls_back_to_fused_fp32_on_avx2_only(monkeypatch):
