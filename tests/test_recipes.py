@@ -40,11 +40,13 @@ def test_paper_recipes_follow_table_10(size):
     assert (r.student.arch, r.student.mixer, r.student.init_from_teacher, r.student.drop_path) == \
         (f'riformer_{size}', 'affine', True, 0.1)
     assert r.teacher.arch.split('.')[0] == f'poolformer_{size}'
-    # Loss: L_soft (DeiT's normalisation) + lambdas x global batch; no CE, no hard KD, L'_in for L_in.
+    # Loss: L_soft (DeiT's normalisation) + the lambdas under the `mixed` reading (L'_in and L_out
+    # x global batch, L_rel a per-element mean: docs/FIDELITY.md); no CE, no hard KD, L'_in for L_in.
     assert (d.l_in_hidden.weight, d.l_out.weight, d.l_rel.weight) == lambdas
     assert d.ce.weight == d.hard.weight == d.l_in.weight == 0
     assert (d.soft.weight, d.soft.start, d.soft.end, d.soft.normalize) == (1.0, 0, None, 'numel')
     assert d.feature_reduction == 'batch_sum' and d.blocks is None
+    assert (d.l_in_hidden.reduction, d.l_out.reduction, d.l_rel.reduction) == (None, None, 'mean')
     # Windows: (L'_in, L_out) 400 and L_rel 100 of 600 epochs.
     assert r.train.epochs == 600
     assert [t.end - t.start for t in (d.l_in_hidden, d.l_out, d.l_rel)] == [400, 400, 100]
