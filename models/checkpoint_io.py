@@ -118,7 +118,7 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
             f'run code. Re-save the weights as a plain state dict (torch.save(model.state_dict(), path)) '
             f'or as .safetensors') from None
     except Exception as e:  # torch raises many types for a file that is no checkpoint
-        raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_first_line(e)})') from None
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint ({_torch_load_problem(e)})') from None
     try:
         return unwrap(obj), {}
     except CheckpointError as e:
@@ -485,6 +485,17 @@ def read_metadata(path) -> dict:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         return {}
+
+
+def _torch_load_problem(e: Exception) -> str:
+    """torch.load's failure in words: it says '(101)' for a text file (a KeyError on the first
+    byte) and a zip reader's internals for a truncated archive."""
+    text = _first_line(e)
+    if isinstance(e, EOFError) or 'central directory' in text or 'reading zip archive' in text:
+        return 'the file is empty or truncated: copy or download it again'
+    if isinstance(e, KeyError) or isinstance(e, pickle.UnpicklingError) or len(text) < 6:
+        return 'neither a torch.save() file nor safetensors'
+    return text
 
 
 def _first_line(e: Exception) -> str:

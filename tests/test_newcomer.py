@@ -159,3 +159,15 @@ def test_pretrained_offline_is_one_clear_error(monkeypatch):
     with pytest.raises(models.CheckpointError, match=r'riformer_s12: its weights .* cannot be reached; download it '
                                                       r'where there is network .*pretrained_cfg_overlay=dict\(file=PATH\)'):
         timm.create_model('riformer_s12', pretrained=True)
+
+
+def test_a_text_file_is_named_in_words(tmp_path, capsys):
+    from distill.cli import evaluate, reparam
+    text = tmp_path / 'notes.pth'
+    text.write_text('hello\n')
+    assert reparam.main([str(text)]) == 2
+    err = capsys.readouterr().err
+    assert 'neither a torch.save() file nor safetensors' in err and '(101)' not in err and err.count('\n') == 1
+    assert evaluate.main([str(tmp_path / 'gone.pth'), '--recipe', str(DIGITS / 'imitation.yaml')]) == 2
+    err = capsys.readouterr().err
+    assert 'no such checkpoint' in err and 'efficientvit' not in err

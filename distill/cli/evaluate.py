@@ -21,10 +21,10 @@ def recipe_of(checkpoint, recipe_path=None):
     from distill.config import Recipe, build, load_recipe
     from models import UsageError
     from models.checkpoint_io import read_metadata, read_tensors
-    if recipe_path:
-        return load_recipe(recipe_path)
     if not Path(checkpoint).is_file():
         raise UsageError(f'{checkpoint}: no such checkpoint')
+    if recipe_path:
+        return load_recipe(recipe_path)
     stored = read_metadata(checkpoint).get('recipe')
     if not stored:
         read_tensors(checkpoint)      # a damaged file gets its own error, not 'holds no recipe'
