@@ -22,7 +22,10 @@ from distill.cli import detect, reparam  # noqa: E402
 from distill.detect_exports import EXPORTS, check_exports  # noqa: E402
 from test_detect_reparam import RECIPE, neck_blocks, tiny_data, train_args  # noqa: E402,F401
 
-TOL = {32: 1e-4, 16: 2e-2, 8: 0.1}
+# 16-bit exports: OpenVINO computes them in bf16 on CPUs with AVX512-BF16 (8 mantissa bits, 4e-3
+# per rounding), and a one-epoch detector's scores moved by up to 0.0225 across runs (2e-2 failed
+# once in CI): 5e-2 still fails any export that computes something else.
+TOL = {32: 1e-4, 16: 5e-2, 8: 0.1}
 
 
 @pytest.fixture(scope='module')
