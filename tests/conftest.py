@@ -26,3 +26,16 @@ torch_threads = os.environ.get('TEST_TORCH_THREADS')
 if torch_threads:
     import torch
     torch.set_num_threads(int(torch_threads))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a test that runs the trainer in this process
+    resets it afterwards, so that the next one can build its own Accelerator. Modules that run
+    the trainer use it for every test: `pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')`."""
+    yield
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -90,3 +90,7 @@ def official_file_in_torch_hub_cache(torch_home, arch, model):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(mmpretrain_layout(model), path)
     return path
+
+
+# The trainer on the digits recipes, small and quick: 360 training images, batch 32, no progress bar.
+FAST_TRAIN = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 'train.log_every=2']

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import FAST_TRAIN
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
@@ -16,14 +17,10 @@ from distill.losses import FeatureMSE, RelationMSE
 from distill.terms import TERMS, LossContext
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 'train.log_every=2']
+FAST = FAST_TRAIN
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
 
 
 class Student(nn.Module):

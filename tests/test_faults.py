@@ -31,11 +31,7 @@ FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
 
 
 def train(capsys, out, *overrides):

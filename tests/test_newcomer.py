@@ -8,20 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import FAST_TRAIN
 
 from distill import threads
 from distill import train as train_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / 'recipes' / 'digits'
-FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 'train.log_every=2']
+FAST = FAST_TRAIN
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
 
 
 # --- threads ------------------------------------------------------------------------------------

@@ -18,18 +18,15 @@ from safetensors.torch import load_file
 import models
 from distill import train as train_mod
 from distill.criterion import DistillationCriterion
+from helpers import FAST_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / 'recipes' / 'digits'
 # Small and quick: 20% of digits for training (360 images), 1 epoch, no progress bar.
-FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 'train.log_every=2']
+FAST = FAST_TRAIN
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
 
 
 def run_main(capsys, recipe, *overrides):
@@ -202,6 +199,7 @@ import torch
 sys.path.insert(0, {root!r})
 from distill import train
 from distill.criterion import DistillationCriterion
+from helpers import FAST_TRAIN
 original = DistillationCriterion.forward
 
 def forward(self, images, logits, targets, epoch):
