@@ -20,7 +20,7 @@ import copy
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import timm
@@ -86,7 +86,7 @@ def _float(fn) -> Runner:
 
 
 def deploy_cases(size: str) -> list:
-    from .cases import Case, random_images, riformer_cases  # noqa: F401
+    from .cases import Case
     teacher, student = f'poolformer_{size}', f'riformer_{size}'
     group = f'deploy-{size}'
 
