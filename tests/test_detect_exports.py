@@ -2,7 +2,7 @@
 ultralytics' own CPU exports (distill/detect_exports.py): ONNX and OpenVINO in fp32,
 quantize=16 and quantize=8, each compared with the PyTorch detector on the same images.
 Tolerances on the decoded output and on the class scores alone: fp32 1e-4 (same graph), fp16
-2e-2, int8 0.1 (a one-epoch detector on four 64 px images; real accuracy is a val run's job)."""
+5e-2, int8 0.1 (a one-epoch detector on four 64 px images; real accuracy is a val run's job)."""
 import os
 
 os.environ['YOLO_AUTOINSTALL'] = 'False'
