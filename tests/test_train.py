@@ -199,7 +199,6 @@ import torch
 sys.path.insert(0, {root!r})
 from distill import train
 from distill.criterion import DistillationCriterion
-from helpers import FAST_TRAIN
 original = DistillationCriterion.forward
 
 def forward(self, images, logits, targets, epoch):
