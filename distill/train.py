@@ -91,7 +91,6 @@ def save_student(path, student, recipe, metrics):
 
 def show_balance(accelerator, student, criterion, dataset, recipe, mixup, epoch, layout):
     """Measure the loss balance on the first batch of `epoch` and print its table and warnings."""
-    images, targets = None, None
     with balance.preserved_rng(accelerator.device):
         images, targets = balance.probe_batch(dataset, recipe.train.batch_size, recipe.train.seed, epoch, mixup,
                                               accelerator.device, layout)

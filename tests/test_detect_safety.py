@@ -39,7 +39,7 @@ def test_the_payload_is_live(evil):
     """The test checkpoint really runs its command under a plain unpickling (else the tests below
     prove nothing)."""
     path, marker = evil
-    torch.load(path, weights_only=False)
+    torch.load(path, weights_only=False)      # deliberately unsafe: proves the payload runs (only here)
     assert marker.exists()
 
 

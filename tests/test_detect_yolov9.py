@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
+from models.handoff.detector import load_pickled
 import torch
 import yaml
 
@@ -141,7 +143,7 @@ def test_yolov9_neck_blocks_train_fold_and_predict(s12_deploy, tmp_path, capsys)
     assert len(detections) == 2 and all(d.shape[1] == 6 for d in detections)
 
     # The stored YAML rebuilds (through the shim) deploy-form blocks that take every tensor.
-    stored = torch.load(tmp_path / 'last.deploy.pt', weights_only=False)['model']
+    stored = load_pickled(tmp_path / 'last.deploy.pt')['model']      # restricted unpickling, as the loaders do
     assert stored.yaml['head'][4][3][-1] == 'deploy' and stored.yaml['backbone'][0][3] == ['riformer_s12', [1, 2, 3]]
     rebuilt = build_detection_model(stored.yaml, 'yolo9.models.yolo', nc=2)
     assert all(m.form == 'deploy' for m in rebuilt.modules() if isinstance(m, RIFormerNeckBlock))

@@ -22,7 +22,7 @@ import torch.nn as nn
 import models  # registers riformer_* and poolformer_mini with timm
 from models.errors import UsageError
 
-from .deploy import deploy_cases
+from .deploy import deploy_cases, trained_like
 from .training import training_cases
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -161,16 +161,7 @@ def riformer_cases(size: str) -> List[Case]:
     teacher, student = f'poolformer_{size}', f'riformer_{size}'
 
     def trained(settings):
-        # Affine and layer-scale values away from their init (s=1, ls=1e-5), like a trained
-        # model's, so that every fold has something to fold.
-        model = timm.create_model(student, pretrained=False, num_classes=settings.num_classes)
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if 'token_mixer' in name or 'layer_scale' in name:
-                    noise = 0.1 * torch.randn(p.shape, generator=g)
-                    p.copy_(1 + noise if name.endswith('affine.weight') else noise)
-        return model
+        return trained_like(student, settings.num_classes)
 
     def form(name, fused=True):
         def build(settings):

@@ -30,6 +30,8 @@ import torch.nn as nn
 import models
 from models import quantize as q
 
+from .table import render_table
+
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 # form -> (precision, runtime)
@@ -40,6 +42,20 @@ FORMS = {
 }
 POOLFORMER_FORMS = ('fp32', 'bf16', 'compiled', 'int8')
 DEPLOY_FORMS = tuple(FORMS)
+
+
+
+def trained_like(arch: str, num_classes: int) -> nn.Module:
+    """A RIFormer with affine and layer-scale values away from their init (s=1, ls=1e-5), like a
+    trained model's, so that every fold has something to fold."""
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if 'token_mixer' in name or 'layer_scale' in name:
+                noise = 0.1 * torch.randn(p.shape, generator=g)
+                p.copy_(1 + noise if name.endswith('affine.weight') else noise)
+    return model
 
 
 def _eager(model: nn.Module) -> Runner:
@@ -95,14 +111,7 @@ def deploy_cases(size: str) -> list:
 
     def deploy(settings):
         # Layer scales and affines away from their init, as in the riformer rows.
-        model = timm.create_model(student, num_classes=settings.num_classes)
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if 'token_mixer' in name or 'layer_scale' in name:
-                    noise = 0.1 * torch.randn(p.shape, generator=g)
-                    p.copy_(1 + noise if name.endswith('affine.weight') else noise)
-        return models.reparameterize(model.eval())
+        return models.reparameterize(trained_like(student, settings.num_classes).eval())
 
     def make(build, form):
         def step_maker(settings, batch):
@@ -176,16 +185,7 @@ def format_deploy_table(rows: List[dict], markdown: bool = False) -> str:
     rows = [r for r in rows if r['group'].startswith('deploy-')]
     if not rows:
         return ''
-    cells = [DEPLOY_COLUMNS] + [deploy_cells(r) for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
-        lines.insert(1, '|' + '|'.join('---' if i < 4 else '---:' for i in range(len(DEPLOY_COLUMNS))) + '|')
-        return '\n'.join(lines)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(DEPLOY_COLUMNS))]
-    lines = ['  '.join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in cells]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
+    return render_table([DEPLOY_COLUMNS] + [deploy_cells(r) for r in rows], 4, markdown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,15 +250,7 @@ def format_ops(rows: List[dict], markdown: bool = False) -> str:
     header = ['model', 'form', 'batch'] + categories + ['sum']
     cells = [header] + [[r['model'], r['form'], str(r['batch'])] + [f'{r["ops"].get(c, 0.):.1f}' for c in categories]
                         + [f'{sum(r["ops"].values()):.1f}'] for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
-        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(header))) + '|')
-        return '\n'.join(lines)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in cells]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
+    return render_table(cells, 2, markdown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,15 +296,7 @@ def format_accuracy(results: Dict[str, List[dict]], markdown: bool = False) -> s
                           f'{a["agreement"]:.2f}', f'{a["rel_err"]:.1e}'])
     if len(cells) == 1:
         return ''
-    if markdown:
-        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
-        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(header))) + '|')
-        return '\n'.join(lines)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in cells]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
+    return render_table(cells, 2, markdown)
 
 
 def _pad(x: torch.Tensor, n: int) -> torch.Tensor:

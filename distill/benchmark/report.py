@@ -11,6 +11,7 @@ import timm
 import torch
 
 from .cases import Case, Settings
+from .table import render_table
 from .training import PHASES
 
 COLUMNS = ['model', 'form', 'batch', 'res', 'img/s', 'IQR img/s', 'latency ms', 'vs PoolFormer', 'vs plain']
@@ -121,16 +122,8 @@ def format_breakdown(rows: List[dict], markdown: bool = False) -> str:
     rows = [r for r in rows if r.get('phases')]
     if not rows:
         return ''
-    cells = [BREAKDOWN_COLUMNS] + [breakdown_cells(r) for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(c) + ' |' for c in cells]
-        lines.insert(1, '|' + '|'.join('---' if i < 2 else '---:' for i in range(len(BREAKDOWN_COLUMNS))) + '|')
-        return '\n'.join(lines)
-    widths = [max(len(c[i]) for c in cells) for i in range(len(BREAKDOWN_COLUMNS))]
-    lines = ['  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in cells]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
+    return render_table([BREAKDOWN_COLUMNS] + [breakdown_cells(r) for r in rows], 2, markdown)
+
 
 
 def format_markdown(rows: List[dict], env: Dict[str, str], command: str) -> str:
