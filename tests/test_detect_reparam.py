@@ -202,13 +202,15 @@ def test_fold_check_refuses_a_broken_block_fold_the_outputs_hide(tmp_path, capsy
 
 
 def test_reparam_of_a_folded_or_blockless_detector_is_an_error(neck_run, tmp_path, capsys):
+    from models.handoff.detector import deploy_yaml
+    from ultralytics.nn.tasks import DetectionModel
     net = ultralytics.YOLO(str(neck_run / 'weights' / 'last.pt')).model.float()
     models.reparameterize(net)
+    net.yaml = deploy_yaml(net)                   # as tools/reparam.py writes a folded detector
     save_detector(net, tmp_path / 'folded.pt')
-    plain = copy.deepcopy(net)
-    plain.model[0] = torch.nn.Identity()
-    for i in (8, 12, 16, 20):
-        plain.model[i] = torch.nn.Identity()
+    plain = DetectionModel({'nc': 1, 'backbone': [[-1, 1, 'Conv', [16, 3, 2]], [-1, 1, 'Conv', [32, 3, 2]],
+                                                   [-1, 1, 'Conv', [64, 3, 2]]],
+                            'head': [[[2], 1, 'Detect', ['nc']]]}, verbose=False)
     save_detector(plain, tmp_path / 'none.pt')
     for name, message in [('folded.pt', 'already in deploy form'), ('none.pt', 'no RIFormer blocks')]:
         assert reparam.main([str(tmp_path / name)]) == 2

@@ -6,16 +6,29 @@ usage: riformer-yolo TASK MODE key=value ...     (the arguments of `yolo`; `yolo
     riformer-yolo detect predict model=runs/detect/exp/weights/best.pt source=images/
     riformer-yolo detect train model=runs/detect/exp/weights/last.pt data=data.yaml epochs=10
 
-The same arguments as `yolo`. Before ultralytics starts, the `model=` checkpoint is read with
-`torch.load(weights_only=True)` and an allow-list of layer classes (refused with one `error:`
-line if it names anything else), this project's layers are registered, and ultralytics runs in
-its safe mode (what `ULTRALYTICS_SAFE_LOAD=1` switches on), so no code from the file runs.
+The same arguments as `yolo`. Before ultralytics starts, the `model=` checkpoint (also written
+`model = x.pt`) is read without running anything from it: its pickle into plain data and inert
+stand-ins of layer classes, its stored model YAML checked, the detector rebuilt from it
+(models/handoff/safe_load.py; one `error:` line otherwise). ultralytics then runs in its safe
+mode (what `ULTRALYTICS_SAFE_LOAD=1` switches on) and opens every `.pt` through the same reader;
+a `model=` URL is refused (download it, then pass the file).
 """
 import os
 import sys
 from pathlib import Path
 
 from . import one_line_errors
+
+
+def model_arguments(argv):
+    """Every `model=` value, also written `model = x.pt` or `model= x.pt` (ultralytics merges those)."""
+    from ultralytics.cfg import merge_equals_args
+    try:
+        merged = merge_equals_args(list(argv))
+    except SyntaxError as e:
+        from models import UsageError
+        raise UsageError(f'{e}') from None
+    return [arg.partition('=')[2] for arg in merged if arg.partition('=')[0].strip() == 'model']
 
 
 @one_line_errors
@@ -25,11 +38,14 @@ def main(argv=None):
         print(__doc__)
         return 0
     os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
+    from models import UsageError
     from models.handoff.safe_load import ultralytics_safe_mode, vet_checkpoint
     ultralytics_safe_mode()
-    for arg in argv:
-        key, _, value = arg.partition('=')
-        if key == 'model' and value.endswith('.pt') and Path(value).is_file():
+    for value in model_arguments(argv):
+        if value.lower().startswith(('http:', 'https:', 'ftp:', 'rtsp:', 'gs:', 's3:')):
+            raise UsageError(f'model={value}: riformer-yolo opens local checkpoints only; download the file, '
+                             f'then pass its path')
+        if value.endswith('.pt') and Path(value).is_file():
             vet_checkpoint(value)
     import models.handoff.yolo  # noqa: F401  (our layer names, for model YAMLs and rebuilds)
     from ultralytics.cfg import entrypoint

@@ -1,33 +1,30 @@
 """Opening detector checkpoints without running code from them.
 
 A pickled detector checkpoint (`last.pt`, `best.pt`, `best.deploy.pt`) can name any Python
-callable, and ultralytics' loader unpickles it freely unless its opt-in safe mode is on
-(`ULTRALYTICS_SAFE_LOAD`). Every route of this project that opens one calls `vet_checkpoint`
-first, before any other loader sees the file: it reads the file with
-`torch.load(weights_only=True)`, letting only nn.Module classes of torch, the detector packages,
-timm and this project be rebuilt (`detector.load_pickled`), and registers exactly those classes
-with torch's weights-only allow-list. ultralytics, run in its safe mode (`ultralytics_safe_mode`),
-then loads the same file with `weights_only=True` as well and finds our layers allowed.
+callable, and even torch's weights-only unpickler calls every class it is allowed to rebuild
+(with arguments from the file). Every route of this project that opens one goes through
+`detector.load_pickled`: the pickle becomes tensors, plain data and inert stand-ins, the stored
+model YAML is checked against an allow-list (`yaml_guard`), and the detector is rebuilt from it
+by this project's builders with the stored tensors. `vet_checkpoint` does that before a command
+starts. `ultralytics_safe_mode` switches on ultralytics' own restricted mode (its parser then
+never evaluates a YAML string) and makes ultralytics open `.pt` files through `load_pickled` too,
+so that ultralytics never unpickles a file itself.
 """
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from ..errors import CheckpointError
-from .detector import allowed_classes, family as detector_family, load_pickled
+from .detector import detector_of, family as detector_family, load_pickled
 
 
 def vet_checkpoint(path, family: Optional[str] = None) -> Path:
-    """`path` after a full restricted load (nothing executed; CheckpointError with one line for a
-    refused class, a damaged file, or with `family` ('ultralytics', 'yolo9', 'yolov5') a model
-    of another kind); its classes are then allowed in every later
-    `torch.load(weights_only=True)` of this process."""
+    """`path` after a full restricted load and rebuild (nothing from the file executed;
+    CheckpointError with one line for a refused class, call or YAML string, a damaged file, or
+    with `family` ('ultralytics', 'yolo9', 'yolov5') a model of another kind)."""
     path = Path(path)
     ckpt = load_pickled(path)
     if family is not None:
-        _check_family(path, ckpt.get('ema') or ckpt.get('model'), family)
-    torch.serialization.add_safe_globals([cls for cls, _ in allowed_classes(path)])
+        _check_family(path, detector_of(ckpt), family)
     return path
 
 
@@ -42,11 +39,22 @@ def _check_family(path: Path, model, wanted: str):
                                  else ''))
 
 
+def torch_safe_load(weight, safe_only=None):
+    """ultralytics' `torch_safe_load(weight)` -> (checkpoint dict, file), read by `load_pickled`:
+    the model comes out rebuilt from its checked YAML, nothing in the file is called, and a name
+    that is not a local file is an error (ultralytics would download it)."""
+    return load_pickled(weight), str(weight)
+
+
 def ultralytics_safe_mode():
-    """Switch on ultralytics' own restricted loading for this process: the flag its
-    `ULTRALYTICS_SAFE_LOAD` variable sets at import, set on the imported modules (so that it also
-    holds where ultralytics was imported before, and child processes are left as they were)."""
+    """Switch on ultralytics' own restricted mode for this process (the flag its
+    `ULTRALYTICS_SAFE_LOAD` variable sets at import: its parser resolves `activation` without
+    eval and admits only layer classes as module names), set on the imported modules so that it
+    also holds where ultralytics was imported before; and make its checkpoint loader
+    (`load_checkpoint`, behind YOLO(...), training, resume and AutoBackend) read `.pt` files
+    with `torch_safe_load` above. Child processes are left as they were."""
     import ultralytics.nn.tasks as tasks
     import ultralytics.utils as utils
     for module in (utils, tasks):
         module.SAFE_LOAD = True
+    tasks.torch_safe_load = torch_safe_load

@@ -22,7 +22,7 @@ unchanged: the shim puts the name into their `models/yolo.py` namespace. A YAML 
 DeployBackbone row (their own backbone, RIFormerBlocks in the neck) is built by their parser alone.
 
 The result is their DetectionModel: their loss and NMS work on it. Saved as `{'model': net}`,
-`load_detection_model` reads it back (restricted unpickling, then `fuse()`); yolov5 7.0.14's
+`load_detection_model` reads it back (inert read, checked YAML, rebuild, then `fuse()`); yolov5 7.0.14's
 own `attempt_load` / `DetectMultiBackend` (and so their detect.py / val.py) fail to import next
 to the `models` package of this project and current huggingface_hub. Their train.py rebuilds
 the model from `model.yaml` with their parser, which cannot express the DeployBackbone: train
@@ -141,8 +141,9 @@ def _quiet(logger: Optional[logging.Logger]):
 
 def load_detection_model(path, fuse: bool = True) -> nn.Module:
     """A YOLOv5 / YOLOv9 DetectionModel saved as `{'model': net}` (as their train.py saves it),
-    in eval mode and float32, fused (Conv + BatchNorm) unless `fuse=False`. Unpickling is
-    restricted to torch, detector and our layer classes (`detector.load_pickled`); the package
-    of the detector (`yolov5` / `yolo9`) must be importable."""
+    in eval mode and float32, fused (Conv + BatchNorm) unless `fuse=False`. Nothing named in the
+    file runs: it is read into inert data, its stored YAML is checked (their parser evals module
+    names and string arguments) and the model is rebuilt by `build_detection_model`
+    (`detector.load_pickled`); the package of the detector (`yolov5` / `yolo9`) must be importable."""
     model = detector_of(load_pickled(path)).eval()
     return model.fuse() if fuse and hasattr(model, 'fuse') else model
