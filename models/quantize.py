@@ -92,24 +92,11 @@ def lower_int8(converted: torch.fx.GraphModule, example: torch.Tensor) -> torch.
 
 def load_pt2e(path) -> torch.fx.GraphModule:
     """A PT2E int8 program saved by `tools/export.py --format pt2e`, as a module (compile it with
-    `compile_int8`). Safe: torch.export.load would fall back to unpickling arbitrary objects
-    (weights_only=False) where its tensors do not load; that fallback is forced off here."""
-    from .errors import CheckpointError
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'{path}: no such file')
-    saved = os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD')
-    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as e:
-        raise CheckpointError(f'{path}: not a torch.export program this loader reads safely '
-                              f'({type(e).__name__})') from None
-    finally:
-        if saved is None:
-            os.environ.pop('TORCH_FORCE_WEIGHTS_ONLY_LOAD', None)
-        else:
-            os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = saved
+    `compile_int8`), in any process (the int8 operators are registered first). Safe: nothing
+    from the file is unpickled (models/pt2_read.py: a file naming pickled constants is refused,
+    torch's fallback to unpickling objects is forced off)."""
+    from .pt2_read import read_program
+    return read_program(path)
 
 
 class Frozen:
