@@ -238,7 +238,25 @@ class Recipe:
                 raise RecipeError(f'{where}.compile {cfg.compile!r}: use null (off) or {" | ".join(COMPILE_MODES)}')
         if self.optim.grad_accum < 1:
             raise RecipeError('optim.grad_accum must be at least 1')
+        self.check_inputs_outside_outputs()
         return self
+
+    def check_inputs_outside_outputs(self):
+        """No weights file the run reads is one it writes (model.safetensors, best.safetensors) or
+        keeps under checkpoints/ (pruned as the run goes): training would destroy it."""
+        from models.paths import same_file
+        out = Path(self.train.output_dir)
+        written = [out / 'model.safetensors', out / 'best.safetensors', out / 'summary.json', out / 'recipe.yaml']
+        inputs = [('teacher.checkpoint', self.teacher), ('logit_teacher.checkpoint', self.logit_teacher)]
+        paths = [(key, getattr(cfg, 'checkpoint', None)) for key, cfg in inputs if cfg is not None]
+        paths.append(('student.pretrained_checkpoint', self.student.pretrained_checkpoint))
+        for key, path in paths:
+            if not path or not Path(path).is_file():
+                continue
+            kept = Path(path).resolve().is_relative_to((out / 'checkpoints').resolve())
+            if kept or any(same_file(path, w) for w in written):
+                raise RecipeError(f'{key}={path}: this run writes {"under " + str(out / "checkpoints") if kept else "that file"} '
+                                  f'(train.output_dir={out}); copy the file elsewhere or choose another train.output_dir')
 
 
 EMBEDDED_SOURCES = ('digits', 'clutter_digits')    # generated from scikit-learn's digits, no path

@@ -223,7 +223,9 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     Example:
         >>> reparam_checkpoint('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
     """
+    from .paths import check_output
     src = Path(src)
+    check_output([Path(out) if out else default_output(src, form)], [src])
     ckpt = read_checkpoint(src)
     start_form = ckpt.config.form
     if start_form == 'deploy':
@@ -248,8 +250,6 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     worst_block, block_error = worst_error(block_errors)
 
     out = Path(out) if out else default_output(src, form)
-    if out.resolve() == src.resolve():
-        raise CheckpointError(f'{out}: output would overwrite the input; pass another -o')
     folds = [f for f in FOLDS[form] if not (start_form == 'plain' and f == 'affine->norm1')]
     save_model(out, deployed, extra={
         'folds': ','.join(folds), 'max_rel_error': f'{worst:.3e}', 'errors': json.dumps(errors),

@@ -37,6 +37,7 @@ import torch.nn as nn
 import models
 from models import CheckpointError, UsageError
 from models.efficient import EFFICIENT_NAMES
+from models.paths import check_output
 
 from . import Parser, one_line_errors
 
@@ -202,6 +203,7 @@ def main(argv=None):
             out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.int8' + SUFFIX[args.format])
         elif args.dtype == 'bf16' and not args.output:
             out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.bf16' + SUFFIX[args.format])
+        check_output(written_files(out, args.format), [args.source, args.weights, args.int8])
         if args.format == 'mmpretrain':
             from models.handoff.mmpretrain import export_mmpretrain
             report = export_mmpretrain(args.source, out)
@@ -280,6 +282,11 @@ def check_precision_args(args):
         raise UsageError('--calib-images must be >= 1')
     if args.tol is None:
         args.tol = 0.25 if args.int8 else 3e-2 if args.dtype == 'bf16' else 1e-4
+
+
+def written_files(out: Path, fmt: str) -> list:
+    """The files an export to `out` writes (OpenVINO: the .xml and its .bin)."""
+    return [out, out.with_suffix('.bin')] if fmt == 'openvino' else [out]
 
 
 def remove_output(out: Path):

@@ -368,7 +368,9 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
     import copy
     from ..fold import check_blocks, compare_blocks, reparameterize, worst_error
     from ..riformer import RIFormerBlock
+    from ..paths import check_output
     src = Path(src)
+    check_output([Path(out) if out else default_output(src)], [src])
     ckpt = load_pickled(src)
     model = detector_of(ckpt).eval()
     kind = family(model)
@@ -401,8 +403,6 @@ def reparameterize_detector(src, out=None, tol: float = 1e-5, image_size=None, b
     worst_block, block_error = worst_error(block_errors)
 
     out = Path(out) if out else default_output(src)
-    if out.resolve() == src.resolve():
-        raise CheckpointError(f'{out}: output would overwrite the input; pass another -o')
     keep = {k: ckpt[k] for k in ('train_args', 'names', 'opt') if k in ckpt}
     save_detector(model, out, extra={**keep, 'folds': f'{len(todo)} RIFormer blocks to deploy form',
                                      'max_rel_error': worst, 'block_error': block_error})
