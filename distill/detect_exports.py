@@ -13,7 +13,10 @@ export` (the safe loading of the checkpoint), in a folder of its own, and its de
 (boxes and class scores of every anchor) is compared with the PyTorch detector's: the relative
 error of the whole output and of the class scores alone (boxes are in pixels and dominate the
 first), and the share of anchors whose best class agrees among those PyTorch scores
-above 0.25 (ultralytics' default confidence).
+above 0.25 (ultralytics' default confidence). The ONNX int8 row also compares ONNX Runtime's
+int8 kernels with the same file's QDQ graph run unfused (`kernel_err`): the int8 exports are
+made for the CPU's kind (`tools/detect.py export` -> models.quantize.third_party_int8), so the
+kernels compute that graph's integers; on a CPU without VNNI a full 8-bit file would not.
 """
 import shutil
 import tempfile
@@ -27,9 +30,14 @@ EXPORTS = (('onnx', None), ('onnx', 16), ('onnx', 8), ('openvino', None), ('open
 CONF = 0.25
 
 
-def _run_onnx(path: Path):
+def _run_onnx(path: Path, unfused: bool = False):
     from models.quantize import ort_session
     session = ort_session(path)
+    if unfused:             # the QDQ graph node by node: the int8 kernels' reference
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
@@ -97,6 +105,10 @@ def check_exports(weights, imgsz: int, data: Optional[str] = None, images: Optio
                     raise RuntimeError(f'tools/detect.py export returned {code}')
                 if fmt == 'onnx':
                     run = _run_onnx(next(p for p in Path(tmp).glob('*.onnx')))
+                    if quantize == 8:
+                        reference = _run_onnx(next(p for p in Path(tmp).glob('*.onnx')), unfused=True)
+                        kernels = torch.cat([run(x[None]) for x in images])
+                        row['kernel_err'] = compare(torch.cat([reference(x[None]) for x in images]), kernels)['rel_err']
                 else:
                     run = _run_openvino(next(p for p in Path(tmp).iterdir() if p.is_dir() and 'openvino' in p.name),
                                         fp32=quantize is None)
@@ -115,5 +127,6 @@ def format_row(row: dict) -> str:
         return f'{name}: failed: {row["error"]}'
     agree = row['class_agreement']
     agree = '-' if agree is None else f'{agree:.1f} %'
+    kernels = f'; int8 kernels vs its QDQ graph {row["kernel_err"]:.2e}' if 'kernel_err' in row else ''
     return (f'{name}: relative error {row["rel_err"]:.2e} (class scores {row["score_err"]:.2e}), same class on '
-            f'{agree} of {row["confident"]} anchors PyTorch scores above {CONF}')
+            f'{agree} of {row["confident"]} anchors PyTorch scores above {CONF}{kernels}')

@@ -2,7 +2,8 @@
 ultralytics' own CPU exports (distill/detect_exports.py): ONNX and OpenVINO in fp32,
 quantize=16 and quantize=8, each compared with the PyTorch detector on the same images.
 Tolerances on the decoded output and on the class scores alone: fp32 1e-4 (same graph), fp16
-5e-2, int8 0.1 (a one-epoch detector on four 64 px images; real accuracy is a val run's job)."""
+5e-2, int8 0.1 (a one-epoch detector on four 64 px images; real accuracy is a val run's job).
+ONNX int8 also against its own QDQ graph run unfused: see KERNEL_TOL."""
 import os
 
 os.environ['YOLO_AUTOINSTALL'] = 'False'
@@ -26,6 +27,13 @@ from test_detect_reparam import RECIPE, neck_blocks, tiny_data, train_args  # no
 # per rounding), and a one-epoch detector's scores moved by up to 0.0225 across runs (2e-2 failed
 # once in CI): 5e-2 still fails any export that computes something else.
 TOL = {32: 1e-4, 16: 5e-2, 8: 0.1}
+# ONNX Runtime's int8 kernels against the file's QDQ graph run unfused, whole decoded output. The
+# export is made for the CPU's kind (7-bit weights without VNNI), so no sum clips; what is left is
+# the unfused graph (it sums in fp32) rounding a requantized value differently now and then:
+# measured 2.0e-3 for a full 8-bit export with VNNI, 0 for a 7-bit one with VNNI and on an
+# emulated AVX2 CPU (qemu -cpu Haswell, docs/RESULTS.md). A full 8-bit export on that AVX2 CPU
+# clips: 0.20-0.22 (0.188 on a real one, in the issue).
+KERNEL_TOL = 1e-2
 
 
 @pytest.fixture(scope='module')
@@ -45,11 +53,16 @@ def folded(tmp_path_factory, tiny_data):  # noqa: F811
 
 
 def test_ultralytics_cpu_exports_match_the_pytorch_detector(folded, tiny_data):  # noqa: F811
-    rows = check_exports(folded, 64, data=str(tiny_data))
-    assert [(r['format'], r['quantize']) for r in rows] == [(f, q or 32) for f, q in EXPORTS]
+    from models.cpu import onednn_isa_cap
+    # Under oneDNN's ISA cap OpenVINO cannot run (helpers.skip_openvino_under_onednn_cap).
+    exports = [e for e in EXPORTS if not (onednn_isa_cap() and e[0] == 'openvino')]
+    rows = check_exports(folded, 64, data=str(tiny_data), exports=exports)
+    assert [(r['format'], r['quantize']) for r in rows] == [(f, q or 32) for f, q in exports]
     for r in rows:
         assert 'error' not in r, r
         assert r['rel_err'] < TOL[r['quantize']] and r['score_err'] < TOL[r['quantize']], r
+    (int8,) = [r for r in rows if (r['format'], r['quantize']) == ('onnx', 8)]
+    assert int8['kernel_err'] < KERNEL_TOL, int8
 
 
 def test_int8_without_data_is_a_row_not_a_crash(folded):

@@ -228,7 +228,14 @@ def cmd_export(args, extra):
     kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
     if args.format == 'onnx':
         kwargs.setdefault('simplify', False)   # onnxslim is not a dependency; no auto-install
-    out = model.export(**kwargs)
+    if str(kwargs.get('quantize')) == '8' or str(kwargs.get('int8')).lower() == 'true':
+        # int8 for the CPU's kind (7-bit where its kernels add into saturating 16-bit sums),
+        # recorded in the export: models/quantize.py.
+        from models.quantize import third_party_int8
+        with third_party_int8(log=lambda line: print(f'int8: {line}')):
+            out = model.export(**kwargs)
+    else:
+        out = model.export(**kwargs)
     print(f'exported: {out}')
     return out
 
