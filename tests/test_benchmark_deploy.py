@@ -63,7 +63,29 @@ def test_deploy_routes_table_with_accuracy_and_breakdown(checkpoints, tmp_path, 
     assert '+0.00' in per_checkpoint                      # fp32 against itself
     text = md.read_text()
     assert 'Deploy routes:' in text and '| riformer_mini | ort-int8 | int8 | onnxruntime |' in text
+    # int8 rows name the instructions their kernels ran on and the bits they quantized to.
+    assert f'| ort-int8 | int8 | onnxruntime | {deploy.int8_isa("ort-int8")} |' in text
+    assert '| riformer_mini | fp32 | fp32 | pytorch | - |' in text
     assert 'cpu flags' in text and 'Accuracy per checkpoint' in text
+
+
+def test_int8_rows_name_the_instructions_they_ran_on(monkeypatch):
+    import models.cpu
+    from models import quantize as q
+
+    def cpu(flags, cap=None):
+        monkeypatch.setattr(models.cpu, 'cpu_flags', lambda path='/proc/cpuinfo': set(flags))
+        monkeypatch.setattr(models.cpu.platform, 'machine', lambda: 'x86_64')
+        monkeypatch.delenv(q.TARGET_ENV, raising=False)
+        monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+        if cap:
+            monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', cap)
+    cpu({'avx2', 'fma'})
+    assert [deploy.int8_isa(f) for f in ('int8', 'ort-int8', 'openvino-int8', 'fp32')] == ['avx2/7-bit'] * 3 + ['-']
+    cpu({'avx2', 'avx512bw', 'avx512_vnni'})
+    assert deploy.int8_isa('int8') == 'avx512_vnni/8-bit'
+    cpu({'avx2', 'avx512bw', 'avx512_vnni'}, cap='AVX512_CORE')       # oneDNN capped below VNNI
+    assert deploy.int8_isa('int8') == 'avx512/7-bit' and deploy.int8_isa('ort-int8') == 'avx512_vnni/8-bit'
 
 
 def test_accuracy_options_need_each_other(checkpoints, capsys):

@@ -52,6 +52,7 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
                 row['gflop'] = flops / 1e9 if flops else None
             if hasattr(steps[i], 'build_seconds'):    # deploy rows: export / quantize / compile time
                 row['build_seconds'] = steps[i].build_seconds
+                row['int8_isa'] = getattr(steps[i], 'int8_isa', None)
                 if profile and deploy.FORMS[cases[i].form][1] in ('pytorch', 'inductor'):
                     row['ops'] = deploy.op_breakdown(steps[i])
             rows.append(row)

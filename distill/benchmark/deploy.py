@@ -11,6 +11,10 @@ from trained checkpoints (`--accuracy`), each route's top-1 and agreement with f
 | `ort` / `ort-int8` | ONNX Runtime on the exported graph, fp32 / static QDQ int8 |
 | `openvino` / `openvino-bf16` / `openvino-int8` | OpenVINO CPU: fp32 (f32 hint), bf16 hint, NNCF int8 |
 
+The int8 rows say which instructions their kernels ran on and what they quantized to
+(`int8 ISA`: `avx512_vnni/8-bit`, or `avx2/7-bit` on CPUs without VNNI, where the routes
+quantize for saturating 16-bit pair sums: models/quantize.py).
+
 PoolFormer gets the PyTorch forms (fp32, bf16, compiled, int8), so RIFormer's lead is read in
 the same precision and layout. A route is a function (fp32 model, calibration batches, example
 batch, threads) -> callable images -> logits; the speed rows build it on a model of the size's
@@ -42,6 +46,18 @@ FORMS = {
 }
 POOLFORMER_FORMS = ('fp32', 'bf16', 'compiled', 'int8')
 DEPLOY_FORMS = tuple(FORMS)
+# The int8 forms' runtime in models.quantize's terms (whose kernels, which ISA).
+INT8_RUNTIMES = {'int8': 'pt2e', 'ort-int8': 'onnxruntime', 'openvino-int8': 'openvino'}
+
+
+def int8_isa(form: str) -> str:
+    """For an int8 form: the instructions its kernels ran on and the bits it quantized to
+    ('avx512_vnni/8-bit', 'avx2/7-bit': no VNNI, made for 16-bit pair sums); '-' otherwise."""
+    runtime = INT8_RUNTIMES.get(form)
+    if runtime is None:
+        return '-'
+    target = q.int8_target(runtime)
+    return f'{q.int8_isa(runtime)}/{"8-bit" if target == "vnni" else "7-bit"}'
 
 
 
@@ -123,6 +139,7 @@ def deploy_cases(size: str) -> list:
                 run(x)                                # compiles, for the compiled forms
             step = lambda: run(x)              # noqa: E731
             step.build_seconds = time.perf_counter() - start
+            step.int8_isa = int8_isa(form)
             return step
         return step_maker
 
@@ -162,7 +179,7 @@ def _ratio(value, reps) -> str:
     return f'{median:.2f}x' if reps < 2 else f'{median:.2f}x ({p25:.2f}-{p75:.2f})'
 
 
-DEPLOY_COLUMNS = ['model', 'form', 'precision', 'runtime', 'batch', 'img/s', 'IQR img/s', 'latency ms',
+DEPLOY_COLUMNS = ['model', 'form', 'precision', 'runtime', 'int8 ISA', 'batch', 'img/s', 'IQR img/s', 'latency ms',
                   'build s', 'vs PoolFormer fp32', 'vs deploy fp32', 'vs PoolFormer same form',
                   'top-1', 'agree fp32', 'rel err fp32']
 
@@ -172,7 +189,8 @@ def deploy_cells(r: dict) -> List[str]:
     spread = '-' if r['reps'] < 2 else f'{r["img_s_p25"]:.1f}-{r["img_s_p75"]:.1f}'
     acc = r.get('accuracy') or {}
     build = r.get('build_seconds')
-    return [r['model'], r['form'], precision, runtime, str(r['batch']), f'{r["img_s"]:.1f}', spread,
+    isa = r.get('int8_isa') or int8_isa(r['form'])
+    return [r['model'], r['form'], precision, runtime, isa, str(r['batch']), f'{r["img_s"]:.1f}', spread,
             f'{r["latency_ms"]:.1f}', '-' if build is None else f'{build:.1f}',
             _ratio(r.get('vs_poolformer_fp32'), r['reps']), _ratio(r.get('vs_deploy_fp32'), r['reps']),
             _ratio(r.get('vs_poolformer_same'), r['reps']),
