@@ -36,6 +36,7 @@ from distill.train_state import (  # noqa: E402
     NoIntactCheckpoint, TrainState, load_checkpoint, resume_checkpoint, resumed_changes, save_checkpoint,
     write_on_main, write_text_atomic)
 from distill.disk import WriteFailed, estimate_checkpoint_bytes, folder_bytes, space_warning  # noqa: E402
+from distill.integrity import checkpoints_newest_first, verified_json  # noqa: E402
 from distill.config import RecipeError, load_recipe  # noqa: E402
 from distill.criterion import DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
@@ -106,12 +107,19 @@ def show_balance(accelerator, student, criterion, dataset, recipe, mixup, epoch,
 
 
 def threads_of_run(out: Path):
-    """The thread count a run in `out` computed with (its newest checkpoint's), None if unknown."""
-    try:
-        latest = out / 'checkpoints' / (out / 'checkpoints' / 'latest').read_text().strip()
-        return json.loads((latest / 'train_state.json').read_text()).get('threads') or None
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The thread count a run in `out` computed with (that of its newest checkpoint whose
+    train_state.json its manifest vouches for), None if unknown. Reads nothing the manifest
+    check has not passed: no link, FIFO or device, no file of another size."""
+    for folder in checkpoints_newest_first(out / 'checkpoints'):
+        state = verified_json(folder, 'train_state.json')
+        if state is not None:
+            threads = state.get('threads') if isinstance(state, dict) else None
+            return threads if valid_threads(threads) else None
+    return None
+
+
+def valid_threads(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
 
 
 def best_epoch(history, best_top1):

@@ -19,6 +19,7 @@ with `WriteFailed`; nothing published is touched.
 import dataclasses
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -35,7 +36,7 @@ from models.checkpoint_io import file_mode
 from models.errors import CheckpointError
 
 from .disk import WriteFailed, attempt_write
-from .integrity import checkpoints_newest_first, choose_checkpoint, epoch_of, write_manifest
+from .integrity import MAX_STATE_BYTES, checkpoints_newest_first, choose_checkpoint, epoch_of, read_small, write_manifest
 from .config import Recipe, RecipeError, flat_keys
 
 
@@ -53,12 +54,41 @@ class TrainState:
     threads: int = 0                # CPU threads the run computes with (a resume keeps them: results depend on it)
 
     @classmethod
-    def from_json(cls, text: str) -> 'TrainState':
+    def from_json(cls, text) -> 'TrainState':
+        """The state in `text` (train_state.json); CheckpointError naming the first value of the
+        wrong type or range."""
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise CheckpointError('train_state.json is not valid JSON') from None
+        if not isinstance(raw, dict):
+            raise CheckpointError('train_state.json does not hold an object')
         fields_ = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in fields_})
+        values = {k: v for k, v in raw.items() if k in fields_}
+        for key, value in values.items():
+            if not _STATE_TYPES[key](value):
+                raise CheckpointError(f'train_state.json: {key} is {str(value)[:60]!r}, not {_STATE_WORDS[key]}')
+        return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) < 1e300
+
+
+_STATE_TYPES = {'epoch': _count, 'num_updates': _count, 'best_top1': _number,
+                'train_seconds': lambda v: _number(v) and v >= 0,
+                'history': lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                'balance': lambda v: isinstance(v, list), 'threads': lambda v: _count(v) and v <= 4096}
+_STATE_WORDS = {'epoch': 'a count', 'num_updates': 'a count', 'best_top1': 'a number',
+                'train_seconds': 'a number of seconds', 'history': 'a list of rows', 'balance': 'a list',
+                'threads': 'a thread count (0 to 4096)'}
 
 
 # Recipe keys that may change when a run is resumed.
@@ -173,6 +203,8 @@ def _publish(tmp: Path, final: Path, train_state: TrainState):
         os.chmod(path, file_mode())       # safetensors writes 0600: the umask decides, as for other files
     write_manifest(tmp)
     _write_durably(tmp / '.latest', final.name)
+    if final.is_symlink() or final.is_file():     # not a checkpoint of the run: a resume ignored it
+        final.unlink()
     shutil.rmtree(final, ignore_errors=True)      # a damaged checkpoint a resume fell back from
     os.replace(tmp, final)
     os.replace(final / '.latest', final.parent / 'latest')
@@ -210,13 +242,33 @@ def resume_checkpoint(accelerator, out: Path) -> Optional[Path]:
 
 
 def load_checkpoint(accelerator, path: Path) -> TrainState:
-    accelerator.load_state(str(path))
+    """Restore the checkpoint in `path` (checked intact by `resume_checkpoint`): the JSON files
+    are read (and typed) before accelerate loads its files, whose pickles it reads with
+    weights_only=True; a pickle naming anything else is one CheckpointError line."""
     rng = path / f'rng_{accelerator.process_index}.json'
     if not rng.exists():
         raise RecipeError(f'{path}: no {rng.name}; it was written by another number of processes '
                           f'than this run has ({accelerator.num_processes})')
-    set_rng_state(json.loads(rng.read_text()))
-    return TrainState.from_json((path / 'train_state.json').read_text())
+    try:
+        state = TrainState.from_json(read_small(path / 'train_state.json', MAX_STATE_BYTES))
+        rng_values = json.loads(read_small(rng, MAX_STATE_BYTES))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}') from None
+    try:
+        accelerator.load_state(str(path))
+    except pickle.UnpicklingError as e:
+        refused = next((line.strip() for line in str(e).splitlines() if 'GLOBAL' in line or 'Unsupported' in line),
+                       'an object it may not rebuild')
+        raise CheckpointError(f'{path}: a file of this checkpoint holds Python objects ({refused[:120]}), which '
+                              f'are not loaded since they can run code; move this checkpoint away to resume from '
+                              f'an older one') from None
+    try:
+        set_rng_state(rng_values)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise CheckpointError(f'{path}: {rng.name} does not hold the RNG states this run wrote') from None
+    return state
 
 
 # accelerate's own RNG files are pickles that it reloads with weights_only=True, which fails

@@ -155,18 +155,19 @@ def test_no_intact_checkpoint_is_one_error_and_nothing_is_deleted(finished, tmp_
     assert same_weights(run / 'model.safetensors', finished / 'model.safetensors')
 
 
-def test_checkpoints_without_a_manifest_are_checked_by_their_formats(finished, tmp_path, capsys):
-    """Checkpoints written before manifests: a truncated archive is found; an intact one resumes."""
+def test_checkpoints_without_a_manifest_are_not_resumed_from(finished, tmp_path, capsys):
+    """Checkpoints without a manifest cannot be checked (a flipped byte in their weights shows in
+    no format): none is resumed from; what their formats show is still named."""
     run = copy_run(finished, tmp_path / 'run')
     for ckpt in (run / 'checkpoints').glob('epoch_*'):
         (ckpt / MANIFEST).unlink()
     truncate(run / 'checkpoints' / 'epoch_0003' / 'optimizer.bin')
     code, text, err = train(capsys, run, 'train.epochs=3', 'resume=true')
-    assert code == 0, err
-    assert flagged(err) == [f'warning: checkpoint {run}/checkpoints/epoch_0003 is damaged: optimizer.bin: not a '
-                            f'complete archive (truncated or corrupted); resuming from {run}/checkpoints/epoch_0002, '
-                            f'the newest intact checkpoint']
-    assert same_weights(run / 'model.safetensors', finished / 'model.safetensors')
+    assert code == 2
+    lines = flagged(err)
+    assert len(lines) == 1 and lines[0].startswith('error: no intact checkpoint to resume from'), lines
+    assert 'epoch_0003: optimizer.bin: not a complete archive (truncated or corrupted)' in lines[0]
+    assert 'epoch_0002: it has no manifest.json, so its files cannot be checked' in lines[0]
 
 
 # -- tools on a damaged student file --------------------------------------------------------
