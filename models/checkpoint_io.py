@@ -53,10 +53,50 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> 'ModelConfig':
-        raw = json.loads(text)
+        """The config stored in a file's metadata, every value checked for type and range before
+        anything is built from it; CheckpointError naming the first bad one."""
+        try:
+            raw = json.loads(text)
+        except (ValueError, TypeError):
+            raise CheckpointError('its metadata config is not valid JSON') from None
+        if not isinstance(raw, dict):
+            raise CheckpointError('its metadata config is not a JSON object')
+        raw = dict(raw)
         raw.pop('arch', None)
+        fields_ = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - fields_)
+        if unknown or not {'depths', 'dims', 'num_classes'} <= set(raw):
+            raise CheckpointError(f'its metadata config has keys {sorted(raw)}; expected {sorted(fields_)}')
+        for key, value in raw.items():
+            if not CONFIG_CHECKS[key](value):
+                raise CheckpointError(f'its metadata config has {key} = {str(value)[:60]}, not {CONFIG_WORDS[key]}')
+        if len(raw['depths']) != len(raw['dims']):
+            raise CheckpointError('its metadata config has depths and dims of different lengths')
         raw['depths'], raw['dims'] = tuple(raw['depths']), tuple(raw['dims'])
         return cls(**raw)
+
+
+def _int_in(low, high):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _ints_in(low, high):
+    return lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(_int_in(low, high)(x) for x in v)
+
+
+# What a stored config may hold: the registered RIFormers and anything of their kind, bounded so
+# that no value can ask for an allocation beyond a large model's.
+CONFIG_CHECKS = {
+    'depths': _ints_in(1, 64), 'dims': _ints_in(1, 4096), 'num_classes': _int_in(0, 100_000),
+    'in_chans': _int_in(1, 64), 'head_norm_first': lambda v: isinstance(v, bool),
+    'mlp_ratio': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 16,
+    'form': lambda v: v in ('train', 'plain', 'deploy'),
+}
+CONFIG_WORDS = {
+    'depths': '1 to 8 block counts from 1 to 64', 'dims': '1 to 8 widths from 1 to 4096',
+    'num_classes': 'a class count up to 100000', 'in_chans': 'an input channel count up to 64',
+    'head_norm_first': 'true or false', 'mlp_ratio': 'a ratio in (0, 16]', 'form': 'train, plain or deploy',
+}
 
 
 @dataclass
@@ -100,6 +140,7 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
                 raise CheckpointError(f'{path}: damaged: {problem} (an interrupted copy or write, or a disk '
                                       f'error); copy it again or use another checkpoint') from None
             raise CheckpointError(f'{path}: not a readable safetensors file ({_first_line(e)})') from None
+        check_metadata(path, metadata)
         recorded = metadata.get(CHECKSUM_KEY)
         if recorded and recorded != tensors_sha256(tensors):
             raise CheckpointError(f'{path}: damaged: its tensors differ from the checksum recorded when it was '
@@ -147,7 +188,7 @@ def read_state_dict(path):
     except CheckpointError as e:
         raise CheckpointError(f'{path}: {e}') from None
     if metadata.get('format') == FORMAT and 'config' in metadata:
-        return converted.state_dict, ModelConfig.from_json(metadata['config']).head_norm_first
+        return converted.state_dict, stored_config(path, metadata, converted.state_dict).head_norm_first
     return converted.state_dict, converted.head_norm_first
 
 
@@ -177,13 +218,28 @@ def read_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f'{path}: {e}') from None
     sd = converted.state_dict
     if metadata.get('format') == FORMAT and 'config' in metadata:
-        config = ModelConfig.from_json(metadata['config'])
+        config = stored_config(path, metadata, sd)
         source = 'riformer'
     else:
         form = _form_of(sd, raw, path)
         config = infer_config(sd, form=form, head_norm_first=converted.head_norm_first, path=path)
         source = converted.source
     return Checkpoint(sd, config, source, metadata, tuple(converted.ignored))
+
+
+def stored_config(path, metadata: Dict[str, str], sd) -> ModelConfig:
+    """The config in our file's metadata, typed and bounded (`ModelConfig.from_json`) and agreeing
+    with the tensors' shapes, before anything is built from it."""
+    try:
+        config = ModelConfig.from_json(metadata['config'])
+    except CheckpointError as e:
+        raise CheckpointError(f'{path}: {e}; the file was edited or damaged') from None
+    seen = infer_config(sd, form=config.form, path=path)
+    for key in ('depths', 'dims', 'num_classes', 'in_chans'):
+        if getattr(seen, key) != getattr(config, key):
+            raise CheckpointError(f'{path}: its metadata config says {key} {getattr(config, key)}, its tensors have '
+                                  f'{getattr(seen, key)}; the file was edited or damaged')
+    return config
 
 
 def _form_of(sd, raw, path) -> str:
@@ -313,8 +369,10 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    # Set last: a checksum copied from another file's metadata (reparam keeps it) is replaced.
-    metadata = {**metadata, CHECKSUM_KEY: tensors_sha256(tensors)}
+    # Set last: checksums copied from another file's metadata (reparam keeps them) are replaced.
+    metadata = {k: v for k, v in metadata.items() if k != METADATA_CHECKSUM_KEY}
+    metadata[CHECKSUM_KEY] = tensors_sha256(tensors)
+    metadata[METADATA_CHECKSUM_KEY] = metadata_sha256(metadata)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
@@ -355,6 +413,29 @@ def _umask() -> int:
 # Metadata key of our files: sha256 of their tensors (names, dtypes, shapes, bytes), checked on
 # every read, so a bit flipped on disk or in a copy is an error instead of other weights.
 CHECKSUM_KEY = 'tensors_sha256'
+
+
+# And sha256 of every other metadata entry (the tensors' checksum included), checked on every
+# read: a flipped byte in the config or the stored recipe is named, not parsed.
+METADATA_CHECKSUM_KEY = 'metadata_sha256'
+
+
+def metadata_sha256(metadata: Dict[str, str]) -> str:
+    """sha256 over the metadata entries in key order (all but METADATA_CHECKSUM_KEY)."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in metadata if k != METADATA_CHECKSUM_KEY):
+        digest.update(f'{len(key)}:{key}{len(str(metadata[key]))}:{metadata[key]}'.encode('utf-8', 'surrogatepass'))
+    return digest.hexdigest()
+
+
+def check_metadata(path, metadata: Dict[str, str]):
+    """CheckpointError when the file's metadata differs from the checksum written with it
+    (files written before the checksum existed have none and pass)."""
+    recorded = metadata.get(METADATA_CHECKSUM_KEY)
+    if recorded is not None and recorded != metadata_sha256(metadata):
+        raise CheckpointError(f'{path}: damaged: its metadata (config, recipe) differs from the checksum recorded '
+                              f'when it was written (a disk or copy error, or an edit); copy it again or use another '
+                              f'checkpoint')
 
 
 def tensors_sha256(tensors: Dict[str, torch.Tensor]) -> str:
@@ -482,9 +563,11 @@ def read_metadata(path) -> dict:
         return {}
     try:
         with safe_open(str(path), framework='pt') as f:
-            return f.metadata() or {}
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         return {}
+    check_metadata(path, metadata)
+    return metadata
 
 
 def _torch_load_problem(e: Exception) -> str:

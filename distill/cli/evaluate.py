@@ -18,7 +18,7 @@ from . import Parser, one_line_errors
 
 def recipe_of(checkpoint, recipe_path=None):
     """The recipe to evaluate `checkpoint` with: `recipe_path`, else the one stored in the file."""
-    from distill.config import Recipe, build, load_recipe
+    from distill.config import load_recipe
     from models import UsageError
     from models.checkpoint_io import read_metadata, read_tensors
     if not Path(checkpoint).is_file():
@@ -30,7 +30,28 @@ def recipe_of(checkpoint, recipe_path=None):
         read_tensors(checkpoint)      # a damaged file gets its own error, not 'holds no recipe'
         raise UsageError(f'{checkpoint} holds no recipe (files from distill/train.py have one, deploy files from tools/reparam.py carry it): '
                          f'pass --recipe RECIPE.yaml, the recipe whose data section defines the validation set')
-    return build(Recipe, json.loads(stored), '').validate()
+    return stored_recipe(checkpoint, stored)
+
+
+def stored_recipe(checkpoint, text: str):
+    """The recipe stored in a checkpoint, checked like a recipe file (keys, types, ranges), and
+    refused where it would reach the network: a file's recipe never downloads anything."""
+    from distill.config import Recipe, RecipeError, build
+    from models import UsageError
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise UsageError(f'{checkpoint}: its stored recipe is not valid JSON (the file was edited or damaged); '
+                         f'pass --recipe RECIPE.yaml') from None
+    try:
+        recipe = build(Recipe, raw, '').validate()
+    except RecipeError as e:
+        raise UsageError(f'{checkpoint}: its stored recipe does not validate ({e}); pass --recipe RECIPE.yaml') from None
+    if recipe.data.source == 'hf_name':
+        raise UsageError(f'{checkpoint}: its stored recipe names a Hugging Face Hub dataset ({recipe.data.path}), '
+                         f'which would be downloaded; a recipe from a file never reaches the network: pass '
+                         f'--recipe RECIPE.yaml to choose that data yourself')
+    return recipe
 
 
 @one_line_errors
