@@ -280,3 +280,61 @@ def test_riformer_yolo_vets_model_written_with_spaces_and_refuses_urls(attempt, 
         assert server.requests == 0 and not marker.exists()
     finally:
         server.close()
+
+
+# The yolov5 and yolo9 code bases (installed on the side, see docs/DETECTORS.md; skipped where
+# absent): their parser evals module names, string arguments and the activation.
+def tiny_yaml(codebase: str) -> dict:
+    head = [[[2], 1, 'Detect', ['nc', 'anchors']]] if codebase == 'yolov5' else [[[2], 1, 'DDetect', ['nc']]]
+    return {'nc': 2, 'depth_multiple': 1.0, 'width_multiple': 1.0,
+            'anchors': [[10, 13, 16, 30, 33, 23]] if codebase == 'yolov5' else 3,
+            'backbone': [[-1, 1, 'Conv', [16, 3, 2]], [-1, 1, 'Conv', [32, 3, 2]], [-1, 1, 'Conv', [64, 3, 2]]],
+            'head': head}
+
+
+def with_payload(cfg: dict, where: str, marker) -> dict:
+    command = f"__import__('os').system('touch {marker}')"
+    if where == 'module':
+        cfg['backbone'][1][2] = f'{command} or Conv'
+    elif where == 'argument':
+        cfg['backbone'][1][3] = [32, f'{command} or 3', 2]
+    else:
+        cfg['activation'] = f'{command} or nn.SiLU()'
+    return cfg
+
+
+@pytest.mark.parametrize('where', ['module', 'argument', 'activation', 'constructor'])
+@pytest.mark.parametrize('codebase', ['yolov5', 'yolo9'])
+def test_yolov5_and_yolo9_checkpoints_run_nothing(codebase, where, tmp_path):
+    yolo = pytest.importorskip(f'{codebase}.models.yolo', reason=f'{codebase} not installed')
+    from models.handoff.yolov5 import load_detection_model
+    marker, path = tmp_path / 'pwned', tmp_path / 'attempt.pt'
+    evil = with_payload(tiny_yaml(codebase), 'activation' if where == 'constructor' else where, marker)
+    if where == 'constructor':
+        torch.save({'model': Calls(yolo.DetectionModel, evil)}, path)
+    else:
+        net = yolo.DetectionModel(tiny_yaml(codebase), ch=3, nc=2)
+        net.yaml = evil
+        save_detector(net, path)
+    # Positive control, in a fresh process: plain loading (and their rebuild from the stored YAML) runs it.
+    python(f'import torch; m = torch.load({str(path)!r}, weights_only=False)["model"]\n'
+           f'if hasattr(m, "yaml"): type(m)(m.yaml)', cwd=tmp_path)
+    assert marker.exists(), 'the payload did not run under plain loading'
+    marker.unlink()
+    with pytest.raises(CheckpointError, match='refused|the stored model YAML has'):
+        load_detection_model(path)
+    with pytest.raises(CheckpointError, match='refused|the stored model YAML has'):
+        reparameterize_detector(path, tmp_path / 'out.pt', log=lambda line: None)
+    assert not marker.exists() and not (tmp_path / 'out.pt').exists()
+
+
+@pytest.mark.parametrize('codebase', ['yolov5', 'yolo9'])
+def test_a_genuine_yolov5_or_yolo9_detector_round_trips(codebase, tmp_path):
+    yolo = pytest.importorskip(f'{codebase}.models.yolo', reason=f'{codebase} not installed')
+    from models.handoff.yolov5 import load_detection_model
+    net = yolo.DetectionModel(tiny_yaml(codebase), ch=3, nc=2).eval()
+    save_detector(net, tmp_path / 'ok.pt')
+    loaded = load_detection_model(tmp_path / 'ok.pt', fuse=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x)[0], loaded(x)[0]) and type(loaded) is type(net)
