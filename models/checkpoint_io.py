@@ -146,6 +146,7 @@ def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
             raise CheckpointError(f'{path}: damaged: its tensors differ from the checksum recorded when it was '
                                   f'written (a disk or copy error); copy it again or use another checkpoint')
         return tensors, metadata
+    check_zip(path)
     try:
         with warnings.catch_warnings():     # torch's notes on pickle protocols say nothing useful here
             warnings.simplefilter('ignore', UserWarning)
@@ -568,6 +569,22 @@ def read_metadata(path) -> dict:
         return {}
     check_metadata(path, metadata)
     return metadata
+
+
+def check_zip(path):
+    """CheckpointError when `path` is a zip archive (what torch.save writes) one of whose members
+    fails its CRC: torch.load does not check them, so a flipped byte would load as other weights."""
+    import zipfile
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return          # torch.load names what is wrong with it
+    if bad is not None:
+        raise CheckpointError(f'{path}: damaged: its member {bad} fails its CRC check (an interrupted copy or a disk '
+                              f'error); copy it again or use another checkpoint')
 
 
 def _torch_load_problem(e: Exception) -> str:

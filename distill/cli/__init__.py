@@ -51,3 +51,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f'{text!r}: give a positive integer')
     return value
+
+
+def int_between(low: int, high: int):
+    """argparse type: an integer from `low` to `high` (a count that must be sane, not only positive)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f'{text!r}: give an integer from {low} to {high}')
+        return value
+    parse.__name__ = 'int'
+    return parse

@@ -16,7 +16,7 @@ student's backbone (distill/balance.py).
 import math
 import sys
 
-from . import Parser, one_line_errors
+from . import Parser, int_between, one_line_errors
 
 
 def natural_images(n: int, size: int, seed: int = 0):
@@ -129,10 +129,10 @@ def main(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('recipe')
     p.add_argument('overrides', nargs='*', help='key.sub=value, as for distill/train.py')
-    p.add_argument('--processes', type=int, default=1,
+    p.add_argument('--processes', type=int_between(1, 65536), default=1,
                    help='processes the recipe runs on (its global batch: batch_size x processes x grad_accum)')
-    p.add_argument('--classes', type=int, help='class count (default: the embedded data\'s, else 1000)')
-    p.add_argument('--batch', type=int, default=4, help='images in the measured batch (default 4)')
+    p.add_argument('--classes', type=int_between(1, 100_000), help='class count (default: the embedded data\'s, else 1000)')
+    p.add_argument('--batch', type=int_between(1, 4096), default=4, help='images in the measured batch (default 4)')
     p.add_argument('--readings', action='store_true', help='every candidate reading of Table 10, one line each')
     args = p.parse_args(argv)
     from models import UsageError

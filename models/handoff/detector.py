@@ -11,6 +11,7 @@ from typing import Iterable, List, Tuple
 import torch
 import torch.nn as nn
 
+from ..checkpoint_io import check_zip
 from ..errors import CheckpointError
 from .inert import Inert, class_name, inert_state, load_inert
 
@@ -43,6 +44,7 @@ def allowed_classes(path, prefixes: Iterable[str] = MODULE_PREFIXES) -> List[Tup
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: ' + ('a directory, not a checkpoint file' if path.is_dir() else 'no such file'))
+    check_zip(path)
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:
