@@ -20,8 +20,9 @@ at scale s, as ultralytics), or --scale, else its first; the prepared YAML keeps
 `key=value` arguments go to ultralytics unchanged (values parsed as YAML scalars), except those
 that name one of the launcher's options (imgsz=64 is --imgsz 64, model= is --cfg or --weights).
 
-No code from a checkpoint runs: every .pt is read with `torch.load(weights_only=True)` and an
-allow-list of layer classes before ultralytics sees it, and ultralytics runs in its safe mode
+No code from a checkpoint runs: every .pt is read into plain data and inert stand-ins of layer
+classes, its stored model YAML checked and the detector rebuilt from it before the command
+starts, and ultralytics runs in its safe mode, opening .pt files through the same reader
 (models/handoff/safe_load.py).
 """
 import argparse
