@@ -338,3 +338,90 @@ def test_a_genuine_yolov5_or_yolo9_detector_round_trips(codebase, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(net(x)[0], loaded(x)[0]) and type(loaded) is type(net)
+
+
+# A dataset YAML's `download:` entry is code ultralytics runs when the images are missing.
+def evil_dataset(folder: Path, marker) -> Path:
+    path = folder / 'evil-data.yaml'
+    path.write_text(f'path: {folder / "nowhere"}\ntrain: images\nval: images\nnames: {{0: box}}\n'
+                    f'download: "import os; os.system(\'touch {marker}\')"\n')
+    return path
+
+
+@pytest.fixture
+def genuine(tmp_path):
+    import models.handoff.yolo  # noqa: F401
+    from ultralytics.nn.tasks import DetectionModel
+    return save_detector(DetectionModel(dict(TINY), verbose=False), tmp_path / 'genuine.pt')
+
+
+def test_a_dataset_download_script_is_live_under_plain_ultralytics(tmp_path):
+    marker = tmp_path / 'pwned'
+    data = evil_dataset(tmp_path, marker)
+    python(f'from ultralytics.data.utils import check_det_dataset\ntry: check_det_dataset({str(data)!r})\n'
+           f'except Exception: pass', cwd=tmp_path)
+    assert marker.exists(), 'the download: script did not run under plain ultralytics'
+
+
+@pytest.mark.parametrize('route', [
+    ['tools/detect.py', 'val', '--weights', '{ckpt}', '--data', '{data}'],
+    ['tools/detect.py', 'train', '--weights', '{ckpt}', '--data', '{data}', '--epochs', '1', '--imgsz', '64'],
+    ['tools/detect.py', 'export', '--weights', '{ckpt}', '--format', 'onnx', 'quantize=8', 'data={data}'],
+    ['-m', 'distill.cli.yolo', 'detect', 'val', 'model={ckpt}', 'data={data}'],
+], ids=lambda r: ' '.join(r[1:3]) if r[0] == '-m' else ' '.join(r[:2]))
+def test_a_dataset_download_script_is_refused_on_every_route(route, genuine, tmp_path):
+    marker = tmp_path / 'pwned'
+    data = evil_dataset(tmp_path, marker)
+    args = [a.format(ckpt=genuine, data=data) for a in route]
+    if args[0].startswith('tools/'):
+        args[0] = str(ROOT / args[0])
+    result = subprocess.run([sys.executable, *args], cwd=ROOT if args[0] == '-m' else tmp_path,
+                            env=isolated(tmp_path), capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), 'the download: script ran'
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and 'has a download: entry' in err[0], result.stderr[-2000:]
+
+
+def test_ultralytics_own_dataset_check_runs_no_script_in_our_processes(tmp_path):
+    """Where ultralytics reads a dataset YAML our routes did not see (the one a checkpoint's
+    training settings name), its check runs in our safe mode: no script, no download."""
+    from models.handoff.safe_load import ultralytics_safe_mode
+    marker = tmp_path / 'pwned'
+    data = evil_dataset(tmp_path, marker)
+    ultralytics_safe_mode()
+    import ultralytics.engine.validator as validator
+    with pytest.raises(FileNotFoundError):
+        validator.check_det_dataset(str(data))
+    assert not marker.exists()
+
+
+def test_a_model_yaml_given_to_the_launcher_is_checked_first(tmp_path):
+    """`--cfg` YAMLs go through the same allow-list before any parser sees them."""
+    import yaml
+    marker = tmp_path / 'pwned'
+    recipe = yaml.safe_load((ROOT / 'recipes' / 'detect' / 'yolov8-riformer_s12.yaml').read_text())
+    recipe['activation'] = evil_activation(marker)
+    cfg = tmp_path / 'evil.yaml'
+    cfg.write_text(yaml.safe_dump(recipe))
+    python('import models.handoff.yolo, yaml\nfrom ultralytics.nn.tasks import parse_model\n'
+           f'try: parse_model(yaml.safe_load(open({str(cfg)!r})), 3, verbose=False)\nexcept Exception: pass',
+           cwd=tmp_path)
+    assert marker.exists(), 'the activation did not run in ultralytics\' own parser'
+    marker.unlink()
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'detect.py'), 'info', '--cfg', str(cfg),
+                             '--backbone', 'fasternet_t0'], cwd=tmp_path, env=isolated(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and 'has activation =' in err[0], result.stderr[-2000:]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('codebase', ['yolov5', 'yolo9'])
+def test_a_model_yaml_given_to_the_yolov5_yolo9_builder_is_checked_first(codebase, tmp_path):
+    pytest.importorskip(f'{codebase}.models.yolo', reason=f'{codebase} not installed')
+    from models.errors import HandoffError
+    from models.handoff.yolov5 import build_detection_model
+    marker = tmp_path / 'pwned'
+    with pytest.raises(HandoffError, match='module'):
+        build_detection_model(with_payload(tiny_yaml(codebase), 'module', marker), f'{codebase}.models.yolo', nc=2)
+    assert not marker.exists()

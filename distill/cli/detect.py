@@ -132,6 +132,13 @@ def checkpoint(path) -> Path:
     return vet_checkpoint(existing(path, 'checkpoint', ('.pt',)), family='ultralytics')
 
 
+def dataset(path) -> Path:
+    """A dataset YAML argument: there, a .yaml, and nothing in it that ultralytics would run or
+    fetch (a download: entry)."""
+    from models.handoff.safe_load import vet_dataset
+    return vet_dataset(existing(path, 'dataset YAML', ('.yaml', '.yml')))
+
+
 def detector_class(weights):
     from ultralytics import RTDETR, YOLO
     # A trained checkpoint loads through ultralytics' own loader (never unpickled here); only
@@ -175,7 +182,7 @@ def cmd_train(args, extra):
     if sum(bool(a) for a in (args.cfg, args.weights)) != 1 or not args.data:
         raise UsageError('train needs --data and one of --cfg (a model YAML, fresh detector) or '
                               '--weights (a trained .pt, fine-tune); or --resume last.pt')
-    data = existing(args.data, 'dataset YAML', ('.yaml', '.yml'))
+    data = dataset(args.data)
     if args.weights:
         weights = checkpoint(args.weights)
         start = detector_class(weights)(str(weights))
@@ -200,7 +207,7 @@ def cmd_val(args, extra):
     model = detector_class(weights)(str(weights))
     kwargs = dict(imgsz=args.imgsz, batch=args.batch, workers=args.workers, **extra)
     if args.data:
-        kwargs['data'] = str(existing(args.data, 'dataset YAML', ('.yaml', '.yml')))
+        kwargs['data'] = str(dataset(args.data))
     if args.device:
         kwargs['device'] = args.device
     metrics = model.val(**kwargs)
@@ -227,6 +234,8 @@ def cmd_export(args, extra):
     weights = checkpoint(args.weights)
     model = detector_class(weights)(str(weights))
     kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
+    if kwargs.get('data'):          # int8 calibration data
+        kwargs['data'] = str(dataset(kwargs['data']))
     if args.format == 'onnx':
         kwargs.setdefault('simplify', False)   # onnxslim is not a dependency; no auto-install
     if str(kwargs.get('quantize')) == '8' or str(kwargs.get('int8')).lower() == 'true':

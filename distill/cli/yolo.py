@@ -11,7 +11,8 @@ The same arguments as `yolo`. Before ultralytics starts, the `model=` checkpoint
 stand-ins of layer classes, its stored model YAML checked, the detector rebuilt from it
 (models/handoff/safe_load.py; one `error:` line otherwise). ultralytics then runs in its safe
 mode (what `ULTRALYTICS_SAFE_LOAD=1` switches on) and opens every `.pt` through the same reader;
-a `model=` URL is refused (download it, then pass the file).
+a `model=` URL is refused (download it, then pass the file), and so is a `data=` YAML with a
+`download:` entry (ultralytics runs it when images are missing): nothing it names runs or is fetched.
 """
 import os
 import sys
@@ -20,15 +21,15 @@ from pathlib import Path
 from . import one_line_errors
 
 
-def model_arguments(argv):
-    """Every `model=` value, also written `model = x.pt` or `model= x.pt` (ultralytics merges those)."""
+def arguments(argv, key: str):
+    """Every `key=` value, also written `key = value` or `key= value` (ultralytics merges those)."""
     from ultralytics.cfg import merge_equals_args
     try:
         merged = merge_equals_args(list(argv))
     except SyntaxError as e:
         from models import UsageError
         raise UsageError(f'{e}') from None
-    return [arg.partition('=')[2] for arg in merged if arg.partition('=')[0].strip() == 'model']
+    return [arg.partition('=')[2] for arg in merged if arg.partition('=')[0].strip() == key]
 
 
 @one_line_errors
@@ -39,9 +40,11 @@ def main(argv=None):
         return 0
     os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
     from models import UsageError
-    from models.handoff.safe_load import ultralytics_safe_mode, vet_checkpoint
+    from models.handoff.safe_load import ultralytics_safe_mode, vet_checkpoint, vet_dataset
     ultralytics_safe_mode()
-    for value in model_arguments(argv):
+    for value in arguments(argv, 'data'):
+        vet_dataset(value)
+    for value in arguments(argv, 'model'):
         if value.lower().startswith(('http:', 'https:', 'ftp:', 'rtsp:', 'gs:', 's3:')):
             raise UsageError(f'model={value}: riformer-yolo opens local checkpoints only; download the file, '
                              f'then pass its path')

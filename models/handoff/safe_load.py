@@ -46,15 +46,64 @@ def torch_safe_load(weight, safe_only=None):
     return load_pickled(weight), str(weight)
 
 
+URL_PREFIXES = ('http:', 'https:', 'ftp:', 'rtsp:', 'rtmp:', 'gs:', 's3:', 'ul:')
+
+
+def vet_dataset(path) -> Path:
+    """An ultralytics dataset YAML that ultralytics may read without running anything: a local
+    file, valid YAML, no `download:` entry (ultralytics runs it, a Python script, a shell command
+    or a download, when the images are missing). CheckpointError with one line otherwise."""
+    import yaml
+    if str(path).lower().startswith(URL_PREFIXES):
+        raise CheckpointError(f'{path}: a dataset YAML is read from a local file only; download it, then pass its path')
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise CheckpointError(f'{path}: not a readable dataset YAML') from None
+    if isinstance(data, dict) and data.get('download'):
+        raise CheckpointError(f'{path}: has a download: entry, which ultralytics runs (a Python script, a shell '
+                              f'command or a download) when images are missing; remove it and fetch the data yourself')
+    return path
+
+
+def _no_dataset_scripts(original):
+    """ultralytics' check_det_dataset that never runs a dataset YAML's download: entry and never
+    fetches a dataset YAML by URL."""
+    def check_det_dataset(dataset, autodownload=True, split=''):
+        if str(dataset).lower().startswith(URL_PREFIXES):
+            raise CheckpointError(f'{dataset}: a dataset YAML is read from a local file only; download it, then '
+                                  f'pass its path')
+        return original(dataset, autodownload=False, split=split)
+    check_det_dataset.riformer_guard = True
+    return check_det_dataset
+
+
+def _guard_dataset_scripts():
+    """Bind the guarded check_det_dataset in ultralytics.data.utils and in every ultralytics
+    module already imported that holds the original (they import it by name)."""
+    import sys
+    import ultralytics.data.utils as data_utils
+    original = data_utils.check_det_dataset
+    if getattr(original, 'riformer_guard', False):
+        return
+    guarded = _no_dataset_scripts(original)
+    for name, module in list(sys.modules.items()):
+        if name.startswith('ultralytics') and getattr(module, 'check_det_dataset', None) is original:
+            module.check_det_dataset = guarded
+
+
 def ultralytics_safe_mode():
     """Switch on ultralytics' own restricted mode for this process (the flag its
     `ULTRALYTICS_SAFE_LOAD` variable sets at import: its parser resolves `activation` without
     eval and admits only layer classes as module names), set on the imported modules so that it
     also holds where ultralytics was imported before; and make its checkpoint loader
     (`load_checkpoint`, behind YOLO(...), training, resume and AutoBackend) read `.pt` files
-    with `torch_safe_load` above. Child processes are left as they were."""
+    with `torch_safe_load` above; its dataset check never runs a dataset YAML's `download:`
+    script nor fetches a dataset YAML by URL. Child processes are left as they were."""
     import ultralytics.nn.tasks as tasks
     import ultralytics.utils as utils
     for module in (utils, tasks):
         module.SAFE_LOAD = True
     tasks.torch_safe_load = torch_safe_load
+    _guard_dataset_scripts()

@@ -156,6 +156,37 @@ def check_multipliers(cfg: dict):
         _check_number(f'scales {name} max_channels', values[2], MAX_INT_ARG)
 
 
+class Namespaces:
+    """Several modules looked up in order, as yolo9's parser resolves a module name (its yolo.py,
+    then models.common, then models.experimental)."""
+
+    def __init__(self, *modules):
+        self.modules = modules
+        self.__name__ = modules[0].__name__
+
+    def __getattr__(self, name):
+        for module in self.modules:
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(name)
+
+
+def parser_namespace(family: str, module):
+    """Where `family`'s parser finds module names: its yolo module, for yolo9 also the modules it
+    falls back on."""
+    if family != 'yolo9':
+        return module
+    import importlib
+    package = module.__name__.rpartition('.')[0]
+    extra = []
+    for name in ('common', 'experimental'):
+        try:
+            extra.append(importlib.import_module(f'{package}.{name}'))
+        except ImportError:
+            pass
+    return Namespaces(module, *extra)
+
+
 def check_model_yaml(cfg, family: str, namespace) -> dict:
     """`cfg` (a model YAML dict from a checkpoint) when every string the `family`'s parser
     evaluates is allowed and its sizes are bounded; CheckpointError otherwise. `namespace`: the
@@ -167,5 +198,5 @@ def check_model_yaml(cfg, family: str, namespace) -> dict:
     if nc is not None:
         _check_number('nc', nc, MAX_INT_ARG)
     check_multipliers(cfg)
-    check_rows(cfg, namespace, evaluates_arguments=family != 'ultralytics')
+    check_rows(cfg, parser_namespace(family, namespace), evaluates_arguments=family != 'ultralytics')
     return cfg

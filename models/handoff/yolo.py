@@ -70,8 +70,19 @@ def load_cfg(path) -> dict:
         raise HandoffError(f'{source}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get('backbone'), list) or not isinstance(cfg.get('head'), list):
         raise HandoffError(f'{source}: not an ultralytics model YAML (needs backbone: and head: lists)')
+    _check_strings(source, cfg, 'ultralytics')
     cfg['yaml_file'] = str(path)
     return cfg
+
+
+def _check_strings(source, cfg: dict, family: str):
+    """The strings a detector parser evaluates in a model YAML, checked (yaml_guard) before it does."""
+    import importlib
+    from .yaml_guard import PARSER_MODULES, check_model_yaml
+    try:
+        check_model_yaml(cfg, family, register_in(importlib.import_module(PARSER_MODULES[family])))
+    except CheckpointError as e:
+        raise HandoffError(f'{source}: {str(e).replace("the stored model YAML", "it")}') from None
 
 
 def choose_scale(cfg: dict, requested: Optional[str] = None) -> Tuple[Optional[str], str]:

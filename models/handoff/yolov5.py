@@ -38,11 +38,12 @@ from typing import Optional, Union
 import torch.nn as nn
 import yaml
 
-from ..errors import HandoffError
+from ..errors import CheckpointError, HandoffError
 from .backbone import DeployBackbone
 from .detector import detector_of, load_pickled
 from .layers import collect_width_errors
 from .register import register_in
+from .yaml_guard import check_model_yaml
 
 
 class Pick(nn.Module):
@@ -73,6 +74,10 @@ def build_detection_model(cfg: Union[str, Path, dict], yolo_module: str = 'yolov
         raise HandoffError(f'cannot import {yolo_module} ({e}); install yolov5 / yolo9 or pass the checkout module') from None
     register_in(yolo)       # RIFormerBlock (and DeployBackbone) as names their parser evaluates
     cfg = _load(cfg)
+    try:                    # their parser evals module names, string arguments and the activation
+        check_model_yaml(cfg, yolo_module.split('.')[0], yolo)
+    except CheckpointError as e:
+        raise HandoffError(f'model YAML: {str(e).replace("the stored model YAML", "it")}') from None
     if nc is not None:
         cfg['nc'] = nc      # recorded, as their parser does: a rebuild from model.yaml makes the same head
     rows = cfg['backbone']
