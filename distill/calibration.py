@@ -67,9 +67,8 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
-        with Image.open(self.files[i]) as image:
-            return self.transform(image.convert('RGB')), -1
+        from .images import open_rgb
+        return self.transform(open_rgb(self.files[i])), -1
 
 
 def _folder_images(root: Path, image_size: int, arch):

@@ -180,8 +180,9 @@ def _folder(cfg, train_tf, val_tf):
         if not (root / split).is_dir():
             raise RecipeError(f'data.path {root}: no {split}/ folder of class subfolders '
                               f'(set data.train_split / data.val_split)')
-    train = ImageFolder(str(root / cfg.train_split), transform=train_tf)
-    val = ImageFolder(str(root / cfg.val_split), transform=val_tf)
+    from .images import open_rgb
+    train = ImageFolder(str(root / cfg.train_split), transform=train_tf, loader=open_rgb)
+    val = ImageFolder(str(root / cfg.val_split), transform=val_tf, loader=open_rgb)
     if train.classes != val.classes:
         raise RecipeError(f'data.path {root}: train and val class folders differ')
     return train, val, len(train.classes)
