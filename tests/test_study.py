@@ -1,6 +1,8 @@
 """The study's statistics (distill/ablation/stats.py), effective receptive fields (distill/erf.py),
 comparisons in the report, and the config checks that go with them."""
+import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from scipy import stats as scipy_stats
 from distill.ablation import load_ablation_config, plan
 from distill.ablation.config import AblateError, Comparison
 from distill.ablation.report import compare_runs, markdown, aggregate, report
-from distill.ablation.stats import bootstrap, difference, welch
+from distill.ablation.stats import bootstrap, difference, teacher_spread, two_level, welch
 from distill.erf import effective_receptive_field, summarise
 
 A = [71.2, 69.8, 70.5, 72.0, 70.9, 71.5, 70.1, 71.8]
@@ -184,9 +186,104 @@ def test_train_teacher_from_its_recipe(tmp_path):
     said = []
     teacher = AblationTeacher('poolformer_mini', str(checkpoint), str(recipe))
     assert train_teacher(teacher, 1, say=lambda *a, **k: said.append(a[0])) is None
-    assert checkpoint.is_file() and said[-1].startswith('teacher: trained in')
+    assert checkpoint.is_file() and said[-1].startswith(f'teacher: {checkpoint} trained in')
     assert train_teacher(teacher, 1, say=lambda *a, **k: said.append(a[0])) is None and len(said) == 2
     raw['train']['epochz'] = 1
     recipe.write_text(yaml.safe_dump(raw))
     bad = AblationTeacher('poolformer_mini', str(tmp_path / 'other' / 'model.safetensors'), str(recipe))
     assert "unknown recipe key 'train.epochz'" in train_teacher(bad, 1, say=lambda *a, **k: None)
+
+
+# Teachers as the unit of replication: three teachers whose students differ a lot between
+# teachers (the teacher lottery) while each teacher's a - b is about +1.
+TEACHER_A = {0: [90.0, 91.0, 92.0], 1: [80.0, 81.0, 79.5], 2: [86.0, 85.0, 86.5]}
+TEACHER_B = {0: [89.0, 90.2, 90.8], 1: [79.0, 79.6, 78.9], 2: [85.0, 84.4, 85.1]}
+
+
+def test_two_level_pairs_teachers_and_separates_their_spread():
+    d = two_level(TEACHER_A, TEACHER_B)
+    per_teacher = [sum(TEACHER_A[t]) / 3 - sum(TEACHER_B[t]) / 3 for t in (0, 1, 2)]
+    assert d.diff == pytest.approx(sum(per_teacher) / 3) and d.teachers == 3 and (d.n_a, d.n_b) == (9, 9)
+    assert d.between_sd == pytest.approx(statistics.stdev(per_teacher))
+    assert d.resolved and d.low < d.diff < d.high
+    assert d == two_level(TEACHER_A, TEACHER_B)                       # seeded
+    # Unpaired, the 10-point lottery between teachers swamps the +1: the interval spans 0.
+    unpaired = two_level(TEACHER_A, {t + 10: v for t, v in TEACHER_B.items()})
+    assert unpaired.teachers == 0 and not unpaired.resolved and unpaired.high - unpaired.low > 5
+    # A difference whose sign changes with the teacher is not resolved, however tight the students.
+    flipped = {0: [v + 2 for v in TEACHER_B[0]], 1: [v - 2 for v in TEACHER_B[1]], 2: TEACHER_B[2]}
+    assert not two_level(flipped, TEACHER_B).resolved
+    between, within = teacher_spread(TEACHER_A)
+    assert between == pytest.approx(scipy_stats.tstd([sum(v) / 3 for v in TEACHER_A.values()]))
+    assert within == pytest.approx(math.sqrt(sum(scipy_stats.tvar(v) * 2 for v in TEACHER_A.values()) / 6))
+    assert two_level({0: [1.0]}, TEACHER_B) is None                   # one run: no interval
+
+
+def test_teacher_seeds_plan_each_student_under_each_teacher(tmp_path):
+    pattern = str(tmp_path / 'teachers' / 'seed_{seed}' / 'model.safetensors')
+    config = load_ablation_config(write(tmp_path, teacher={'arch': 'poolformer_mini', 'checkpoint': pattern,
+                                                           'seeds': [3, 4]}, settings=[]))
+    runs = plan(config, tmp_path / 'out', [0, 1], None, [], False)
+    imitation = [r for r in runs if r.variant == 'imitation']
+    assert sorted((r.teacher_seed, r.seed) for r in imitation) == [(3, 0), (3, 1), (4, 0), (4, 1)]
+    for r in imitation:
+        assert r.recipe.teacher.checkpoint == pattern.replace('{seed}', str(r.teacher_seed))
+        assert r.dir == tmp_path / 'out' / 'runs' / 'imitation' / f'teacher_{r.teacher_seed}' / f'seed_{r.seed}'
+    plain = [r for r in runs if r.variant == 'plain']       # no teacher: once per seed
+    assert [(r.teacher_seed, r.seed) for r in plain] == [(None, 0), (None, 1)]
+    # The report groups by teacher and compares with the two-level interval.
+    for r in runs:
+        r.result = {'status': 'trained', 'eval': 'deploy', 'agreement': 90.0, 'teacher_top1': 95.0 + (r.teacher_seed or 0),
+                    'blocks': [], 'cka': {}, 'nmse': {}, 'train_s': 1.0, 'curve': [],
+                    'top1': 80.0 + r.seed + (10.0 * (r.teacher_seed == 4) if r.variant == 'imitation' else 0)}
+    config.comparisons = [Comparison(name='im_vs_plain', a='imitation', b='plain')]
+    compared = compare_runs(runs, config.comparisons)
+    assert compared[0]['difference'].diff == pytest.approx(5.0) and compared[0]['difference'].teachers == 0
+    md = markdown(aggregate(runs), config, runs, 'cmd', compared)
+    assert '| imitation | 80.50 | 90.50 | 7.07 | 0.71 |' in md and 'two-level bootstrap' in md
+
+
+@pytest.mark.parametrize('teacher, message', [
+    ({'checkpoint': 'runs/t/model.safetensors', 'seeds': [0, 1]}, 'must hold {seed}'),
+    ({'checkpoint': 'runs/t{seed}/model.safetensors'}, 'teacher.seeds is missing'),
+    ({'checkpoint': 'runs/t{seed}/model.safetensors', 'seeds': [1, 1]}, 'distinct non-negative'),
+])
+def test_teacher_seed_config_errors(tmp_path, teacher, message):
+    with pytest.raises(AblateError, match=message):
+        load_ablation_config(write(tmp_path, teacher={'arch': 'poolformer_mini', **teacher}))
+
+
+def test_teacher_table_reads_runs_against_the_declared_numbers(tmp_path):
+    """The table from finished runs' summary.json: a stable arm meets all three numbers; an arm
+    whose seeds scatter, whose threads disagree and that still climbs fails each of them."""
+    from distill.ablation.teachers import load_config, plan, table
+    config_path = tmp_path / 'teachers.yaml'
+    config_path.write_text(yaml.safe_dump({
+        'output_dir': str(tmp_path / 'out'), 'threads': 2,
+        'acceptance': {'seed_sd': 1.0, 'thread_gap': 1.0, 'last_gain': 0.5, 'last_epochs': 3},
+        'arms': [{'name': 'stable', 'recipe': 'recipes/clutter/teacher.yaml', 'seeds': [0, 1, 2], 'thread_seeds': [0]},
+                 {'name': 'lottery', 'recipe': 'recipes/clutter/teacher.yaml', 'seeds': [0, 1, 2], 'thread_seeds': [0]}],
+        'comparisons': [{'name': 'premise', 'a': 'stable', 'b': 'lottery'}]}))
+    config = load_config(config_path)
+    runs = plan(config)
+    curves = {('stable', 1): [[80, 90, 93.2, 93.4, 93.5, 93.6], [80, 91, 93.6, 93.8, 94.0, 94.0], [79, 90, 92.9, 93.0, 93.1, 93.0]],
+              ('stable', 2): [[80, 90, 93, 93.4, 93.6, 93.9]],
+              ('lottery', 1): [[60, 70, 75, 80, 84, 88], [70, 80, 85, 88, 90, 92.6], [50, 60, 70, 80, 82, 84.1]],
+              ('lottery', 2): [[60, 70, 75, 80, 88, 91.5]]}
+    for run in runs:
+        curve = curves[(run.arm.name, run.threads)][run.arm.thread_seeds.index(run.seed) if run.threads == 2 else run.seed]
+        run.dir.mkdir(parents=True)
+        (run.dir / 'summary.json').write_text(json.dumps({
+            'history': [{'epoch': e + 1, 'val/top1': v} for e, v in enumerate(curve)], 'train_seconds': 60.0}))
+    text = table(config, runs)
+    stable = next(line for line in text.splitlines() if line.startswith('| stable | 3/3 |'))
+    assert stable.endswith('| 0.30 | +0.40 | meets all three |')
+    lottery = next(line for line in text.splitlines() if line.startswith('| lottery | 3/3 |'))
+    assert lottery.endswith('fails or incomplete: seed s.d., threads, last gain |')
+    assert f'| {statistics.stdev([93.6, 94.0, 93.0]):.2f} |' in stable
+    assert '| premise | +' in text
+    bad = yaml.safe_load(config_path.read_text())
+    bad['arms'][0]['thread_seeds'] = [7]
+    config_path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(AblateError, match=r'thread_seeds \[7\] are not among its seeds'):
+        load_config(config_path)

@@ -18,13 +18,25 @@ class AblateError(RecipeError):
 class AblationTeacher:
     """The PoolFormer teacher of every variant that has one, and of the similarity metrics.
     With `recipe`, a missing checkpoint is trained first from that recipe (into the folder of
-    `checkpoint`), so that one command runs the whole study."""
+    `checkpoint`), so that one command runs the whole study.
+
+    With `seeds`, one teacher per seed (the recipe trained with train.seed=SEED, `checkpoint` a
+    pattern holding `{seed}`): teachers become the unit of replication, every teacher-dependent
+    variant runs each student seed under each teacher, and comparisons resample teachers, then
+    students within them (stats.two_level)."""
     arch: str = 'poolformer_mini'
     checkpoint: str = ''
     recipe: Optional[str] = None
     # key.sub=value for the teacher's training, e.g. data.split_seed=1 for another draw of the
     # task (the config's `overrides` apply to the students only).
     overrides: List[str] = field(default_factory=list)
+    seeds: Optional[List[int]] = None
+
+    def checkpoints(self) -> List[tuple]:
+        """[(teacher seed or None, checkpoint path)]: one per teacher."""
+        if self.seeds is None:
+            return [(None, self.checkpoint)]
+        return [(seed, self.checkpoint.replace('{seed}', str(seed))) for seed in self.seeds]
 
 
 @dataclass
@@ -85,6 +97,15 @@ class AblationConfig:
         if self.teacher is None or not self.teacher.checkpoint:
             raise AblateError(f'{path}: teacher: expected {{arch, checkpoint}} (the PoolFormer teacher of the '
                               f'variants and of the similarity metrics)')
+        seeds = self.teacher.seeds
+        if seeds is not None:
+            if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+                raise AblateError(f'{path}: teacher.seeds: expected distinct non-negative integers, got {seeds}')
+            if '{seed}' not in self.teacher.checkpoint:
+                raise AblateError(f'{path}: teacher.checkpoint must hold {{seed}} when teacher.seeds is given '
+                                  f'(e.g. runs/teachers/seed_{{seed}}/model.safetensors), got {self.teacher.checkpoint}')
+        elif '{seed}' in self.teacher.checkpoint:
+            raise AblateError(f'{path}: teacher.checkpoint holds {{seed}} but teacher.seeds is missing')
         if self.teacher.recipe is not None:
             if not Path(self.teacher.recipe).is_file():
                 raise AblateError(f'{path}: teacher.recipe {self.teacher.recipe}: no such recipe')

@@ -45,10 +45,12 @@ class Evaluator:
         _, val_set, _ = build_datasets(recipe.data, recipe.train.seed, recipe.student.arch)
         loader = torch.utils.data.DataLoader(val_set, batch_size=128)
         blocks = default_imitated_blocks(student) if hasattr(student, 'stages') else []
+        # The run's own teacher (one of teacher.seeds); a run without one is compared with the first.
+        checkpoint = recipe.teacher.checkpoint if recipe.teacher is not None else self.teacher.checkpoints()[0][1]
         key = (recipe.data.source, recipe.data.path, recipe.data.image_size, recipe.data.val_fraction,
-               recipe.data.split_seed, tuple(blocks))
+               recipe.data.split_seed, tuple(blocks), checkpoint)
         if key not in self._teacher_cache:
-            teacher = models.create_teacher(self.teacher.arch, self.teacher.checkpoint)
+            teacher = models.create_teacher(self.teacher.arch, checkpoint)
             self._teacher_cache[key] = (collect(teacher, loader, blocks, 'teacher'), self._erf(teacher, val_set))
         teacher_collected, teacher_erf = self._teacher_cache[key]
         metrics = compare(collect(student, loader, blocks, 'student'), teacher_collected)

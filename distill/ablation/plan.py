@@ -25,12 +25,14 @@ class Run:
     recipe_path: str
     overrides: List[str]
     recipe: Recipe
+    teacher_seed: Optional[int] = None      # which of the config's teachers (teacher.seeds); None: the one
     alias_of: Optional['Run'] = None
     result: dict = dataclasses.field(default_factory=dict)
 
     @property
     def label(self):
-        return f'{self.name} seed {self.seed}'
+        teacher = '' if self.teacher_seed is None else f' teacher {self.teacher_seed}'
+        return f'{self.name}{teacher} seed {self.seed}'
 
 
 def has_teacher(recipe_path: Path, overrides: List[str]) -> bool:
@@ -52,25 +54,32 @@ def plan(config: AblationConfig, out: Path, seeds, epochs, only, smoke) -> List[
             recipe_path = Path(variant.recipe)
             if not recipe_path.is_file():
                 raise AblateError(f'variant {name!r}: no recipe file {recipe_path}')
-            # The config's teacher replaces the recipe's, so one file decides which teacher is used.
-            inject = ([f'teacher.arch={teacher.arch}', f'teacher.checkpoint={teacher.checkpoint}']
-                      if has_teacher(recipe_path, variant.overrides) else [])
-            common = inject + config.overrides + setting.overrides + variant.overrides
+            common = config.overrides + setting.overrides + variant.overrides
             if epochs:
                 common.append(f'train.epochs={epochs}')
             run_name = name if i == 0 else f'{name}@{setting.name}'
-            for seed in seeds:
-                run_dir = out / 'runs' / run_name / f'seed_{seed}'
-                overrides = common + [f'train.seed={seed}', f'train.output_dir={run_dir}', 'train.progress=false']
-                try:
-                    recipe = load_recipe(recipe_path, overrides)
-                except RecipeError as e:
-                    raise AblateError(f'variant {name!r} (setting {setting.name!r}): {e}') from None
-                run = Run(setting.name, name, seed, run_name, run_dir, str(recipe_path), overrides, recipe)
-                key = canonical(recipe)
-                run.alias_of = by_key.get(key)
-                by_key.setdefault(key, run)
-                runs.append(run)
+            # A variant without a teacher runs once per seed, whatever the number of teachers.
+            teachers = teacher.checkpoints() if has_teacher(recipe_path, variant.overrides) else [(None, None)]
+            for teacher_seed, checkpoint in teachers:
+                # The config's teacher replaces the recipe's, so one file decides which teacher is used.
+                inject = [f'teacher.arch={teacher.arch}', f'teacher.checkpoint={checkpoint}'] if checkpoint else []
+                base = out / 'runs' / run_name
+                if teacher_seed is not None:
+                    base = base / f'teacher_{teacher_seed}'
+                for seed in seeds:
+                    run_dir = base / f'seed_{seed}'
+                    overrides = inject + common + [f'train.seed={seed}', f'train.output_dir={run_dir}',
+                                                   'train.progress=false']
+                    try:
+                        recipe = load_recipe(recipe_path, overrides)
+                    except RecipeError as e:
+                        raise AblateError(f'variant {name!r} (setting {setting.name!r}): {e}') from None
+                    run = Run(setting.name, name, seed, run_name, run_dir, str(recipe_path), overrides, recipe,
+                              teacher_seed)
+                    key = canonical(recipe)
+                    run.alias_of = by_key.get(key)
+                    by_key.setdefault(key, run)
+                    runs.append(run)
     if not runs:
         raise AblateError(f'no runs selected (variants: {", ".join(v.name for v in config.variants)})')
     return runs

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List
 
 from .plan import Run
-from .stats import difference
+from .stats import TwoLevelDifference, difference, teacher_spread, two_level
 
 
 def mean_std(values):
@@ -41,6 +41,7 @@ def aggregate(runs: List[Run]) -> List[dict]:
         row['nmse'] = [mean_std([r['nmse'][b] for r in ok])[0] for b in blocks]
         row['curve'], row['curve_std'] = _mean_curve([r['curve'] for r in ok])
         row['points'] = [r['top1'] for r in ok]
+        row['point_teachers'] = [r.teacher_seed for r in group if r.result.get('status') != 'failed']
         rows.append(row)
     return rows
 
@@ -55,18 +56,79 @@ def _mean_curve(curves):
     return [(e, m) for e, m, _ in stats], [(e, sd or 0.) for e, _, sd in stats]
 
 
-def compare_runs(runs: List[Run], comparisons) -> List[dict]:
-    """Each declared comparison: mean(a) - mean(b) of its metric over seeds, with 95 % intervals."""
-    values = {}
+def by_teacher(runs: List[Run], name: str, metric: str) -> dict:
+    """{teacher seed: [metric of each student]} of run `name`'s successful runs."""
+    groups = {}
     for run in runs:
-        if run.result.get('status') != 'failed':
-            values.setdefault(run.name, []).append(run.result)
+        if run.name == name and run.result.get('status') != 'failed':
+            groups.setdefault(run.teacher_seed, []).append(run.result.get(metric))
+    return groups
+
+
+def compare_runs(runs: List[Run], comparisons) -> List[dict]:
+    """Each declared comparison: mean(a) - mean(b) of its metric, with 95 % intervals: over seeds
+    (Welch and bootstrap), or, when the runs have several teachers, over teachers and the
+    students within them (stats.two_level)."""
+    several = len({run.teacher_seed for run in runs}) > 1
     out = []
     for c in comparisons:
-        a = [r.get(c.metric) for r in values.get(c.a, [])]
-        b = [r.get(c.metric) for r in values.get(c.b, [])]
-        out.append({'comparison': c, 'difference': difference(a, b)})
+        a, b = by_teacher(runs, c.a, c.metric), by_teacher(runs, c.b, c.metric)
+        if several:
+            out.append({'comparison': c, 'difference': two_level(a, b)})
+        else:
+            out.append({'comparison': c, 'difference': difference(sum(a.values(), []), sum(b.values(), []))})
     return out
+
+
+def answer(d) -> str:
+    """The declared reading of an interval: which side is better, or that none is shown."""
+    if d is None:
+        return 'fewer than 2 runs a side'
+    return 'a better' if d.low > 0 else 'b better' if d.high < 0 else 'no difference shown'
+
+
+def two_level_lines(compared) -> List[str]:
+    lines = ['', 'Comparisons with teachers as the unit of replication: a - b is the mean over teachers of each '
+                 "teacher's mean difference; 95 % interval from a two-level bootstrap (10,000 resamples: teachers, "
+                 'then students within each teacher); between = s.d. over teachers of the per-teacher '
+                 'difference, within = pooled s.d. of students around their teacher\'s mean.', '',
+             '| comparison | metric | a | b | mean a | mean b | a - b | 95 % CI (two-level) | between | within | answer |',
+             '|---|---|---|---|---:|---:|---:|---|---:|---:|---|']
+    for item in compared:
+        c, d = item['comparison'], item['difference']
+        if d is None:
+            lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | - | - | - | - | - | - | {answer(d)} |')
+            continue
+        lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
+                     f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | {_fmt(d.between_sd)} | '
+                     f'{_fmt(d.within_sd)} | {answer(d)} |')
+    questions = [item['comparison'] for item in compared if item['comparison'].question]
+    if questions:
+        lines += [''] + [f'- {c.name}: {c.question}' for c in questions]
+    return lines
+
+
+def teacher_lines(runs: List[Run], rows) -> List[str]:
+    """Per variant: the mean of each teacher's students, the spread between teachers and within."""
+    teachers = sorted({run.teacher_seed for run in runs if run.teacher_seed is not None})
+    tops = {}
+    for run in runs:
+        if run.teacher_seed is not None and run.result.get('teacher_top1') is not None:
+            tops[run.teacher_seed] = run.result['teacher_top1']
+    head = ' | '.join(f'teacher {t} ({_fmt(tops.get(t))} %)' for t in teachers)
+    lines = ['', 'Top-1 per teacher (mean over its students; the teacher\'s own top-1 in brackets), and the '
+                 's.d. of those means (between teachers) next to the pooled s.d. of students within a teacher.', '',
+             f'| run | {head} | between | within |', '|---|' + '---:|' * (len(teachers) + 2)]
+    for r in rows:
+        if r['reused']:
+            continue
+        groups = by_teacher(runs, r['name'], 'top1')
+        between, within = teacher_spread(groups)
+        cells = ' | '.join(_fmt(sum(groups[t]) / len(groups[t])) if groups.get(t) else '-' for t in teachers)
+        if None in groups:          # a variant without a teacher: one mean for all columns
+            cells = ' | '.join([_fmt(sum(groups[None]) / len(groups[None]))] + ['"'] * (len(teachers) - 1))
+        lines.append(f'| {r["name"]} | {cells} | {_fmt(between)} | {_fmt(within)} |')
+    return lines
 
 
 def _fmt(m, sd=None, digits=2):
@@ -125,8 +187,9 @@ def markdown(rows, config, runs, command, compared=()) -> str:
     lines = [
         f'Command: `{command}`',
         '',
-        f'Teacher {config.teacher.arch} ({config.teacher.checkpoint}): top-1 {_fmt(teacher)} % on the '
-        f'validation split. Mean ± sample std over seeds; agreement = top-1 agreement with the teacher; CKA and '
+        (f'Teachers {config.teacher.arch} at seeds {config.teacher.seeds} ({config.teacher.checkpoint}): mean '
+         if config.teacher.seeds else f'Teacher {config.teacher.arch} ({config.teacher.checkpoint}): ') +
+        f'top-1 {_fmt(teacher)} % on the validation split. Mean ± sample std over seeds; agreement = top-1 agreement with the teacher; CKA and '
         f'NMSE (sum (s-t)^2 / sum t^2) of student vs teacher block outputs at '
         f'{", ".join(blocks) or "-"} on the validation split.',
         '',
@@ -139,8 +202,11 @@ def markdown(rows, config, runs, command, compared=()) -> str:
         lines.append(f'| {r["setting"]} | {variant} | {r["eval"]} | {n} | {_fmt(r["top1"], r["top1_std"])} | '
                      f'{_fmt(r["agreement"], r["agreement_std"])} | {_joined(r["cka"], 3)} | '
                      f'{_joined(r["nmse"], 3)} | {_fmt(r["train_s"], digits=0)} |')
+    several = len({run.teacher_seed for run in runs}) > 1
+    if several:
+        lines += teacher_lines(runs, rows)
     if compared:
-        lines += comparison_lines(compared)
+        lines += two_level_lines(compared) if several else comparison_lines(compared)
     if config.erf is not None:
         lines += erf_lines(rows, config)
     lines += ['', 'Variants:', '']
@@ -171,12 +237,13 @@ def write_csvs(out: Path, rows, runs):
                         *(r['nmse'] or [''] * len(blocks)), r['train_s']])
     with open(out / 'runs.csv', 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['setting', 'variant', 'seed', 'status', 'evaluated', 'top1', 'trainer_top1', 'agreement',
+        w.writerow(['setting', 'variant', 'teacher_seed', 'seed', 'status', 'evaluated', 'top1', 'trainer_top1', 'agreement',
                     *[f'cka:{b}' for b in blocks], *[f'nmse:{b}' for b in blocks], 'train_s', 'dir', 'error'])
         for run in runs:
             r = run.result
             run_dir = run.alias_of.dir if run.alias_of is not None else run.dir
-            w.writerow([run.setting, run.variant, run.seed, r.get('status'), r.get('eval', ''), r.get('top1', ''),
+            w.writerow([run.setting, run.variant, '' if run.teacher_seed is None else run.teacher_seed, run.seed,
+                        r.get('status'), r.get('eval', ''), r.get('top1', ''),
                         r.get('trainer_top1', ''), r.get('agreement', ''),
                         *[r.get('cka', {}).get(b, '') for b in blocks], *[r.get('nmse', {}).get(b, '') for b in blocks],
                         r.get('train_s', ''), run_dir, r.get('error', '')])
@@ -222,15 +289,24 @@ def ablation_figure(rows):
     fig, ((ax1, ax2), (ax3, ax4)) = plt.subplots(2, 2, figsize=(15, 9), layout='constrained')
     ok = [r for r in rows if r['n'] and not r['reused']]     # reused rows repeat another row
     colour = run_colours([r['name'] for r in ok])
+    # With several teachers, each student's dot has its teacher's grey, set a little apart.
+    teachers = sorted({t for r in ok for t in r['point_teachers'] if t is not None})
+    teacher_colour = {t: str(0.15 + 0.6 * k / max(1, len(teachers) - 1)) for k, t in enumerate(teachers)}
+
+    def offsets(point_teachers):
+        return [0.0 if t is None else 0.12 * (teachers.index(t) - (len(teachers) - 1) / 2) for t in point_teachers]
+
     for i, r in enumerate(ok):
         ax1.errorbar([i], [r['top1']], yerr=[r['top1_std'] or 0.], fmt='o', capsize=4, color=colour[r['name']],
                      zorder=3)
-        ax1.scatter([i] * len(r['points']), r['points'], s=10, color='grey', alpha=.6, zorder=2)
+        ax1.scatter([i + dx for dx in offsets(r['point_teachers'])], r['points'], s=12, zorder=2,
+                    color=[teacher_colour.get(t, 'grey') for t in r['point_teachers']], alpha=.7)
     teacher = next((r['teacher_top1'] for r in ok if r['teacher_top1'] is not None), None)
     if teacher is not None:
         ax1.axhline(teacher, ls=':', color='k', lw=1)
     ax1.set_xticks(range(len(ok)), [r['name'] for r in ok], rotation=30, ha='right')
-    ax1.set_ylabel('top-1 % (final student, mean ± std; dots: seeds)')
+    ax1.set_ylabel('top-1 % (final student, mean ± std; dots: seeds' +
+                   (', grouped and shaded by teacher)' if teachers else ')'))
     ax1.set_title('validation top-1')
     for r in ok:
         if r['curve']:
@@ -258,7 +334,7 @@ def ablation_figure(rows):
     labels = [r['name'] for r in ok]
     if teacher is not None:
         handles.append(Line2D([], [], color='k', ls=':', lw=1))
-        labels.append(f'teacher {teacher:.2f}')
+        labels.append(f'{"teachers (mean)" if teachers else "teacher"} {teacher:.2f}')
     fig.legend(handles, labels, loc='outside right center', fontsize=9)
     return fig
 
@@ -292,8 +368,9 @@ def comparisons_figure(compared):
         ax.set_yticks(range(len(mine)), [i['comparison'].name for i in mine])
         ax.set_ylim(-0.6, len(mine) - 0.4)
         ax.set_xlabel(f'a - b: {METRIC_UNITS.get(metric, metric)}')
-    fig.suptitle('difference of the means over seeds, 95 % Welch interval (blue: excludes 0; grey: includes 0)',
-                 fontsize=10)
+    interval = ('two-level bootstrap interval (teachers, then students)'
+                if isinstance(items[0]['difference'], TwoLevelDifference) else 'Welch interval')
+    fig.suptitle(f'difference of the means, 95 % {interval} (blue: excludes 0; grey: includes 0)', fontsize=10)
     return fig
 
 
@@ -346,6 +423,8 @@ def plot_erf(path: Path, runs, config):
 
 
 def write_comparisons_csv(path: Path, compared):
+    if any(isinstance(i['difference'], TwoLevelDifference) for i in compared):
+        return write_two_level_csv(path, compared)
     with open(path, 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['comparison', 'metric', 'a', 'b', 'n_a', 'n_b', 'mean_a', 'mean_b', 'diff', 'welch_low',
@@ -354,6 +433,18 @@ def write_comparisons_csv(path: Path, compared):
             c, d = item['comparison'], item['difference']
             w.writerow([c.name, c.metric, c.a, c.b] + ([d.n_a, d.n_b, d.mean_a, d.mean_b, d.diff, d.low, d.high,
                                                          d.boot_low, d.boot_high, d.resolved] if d else [''] * 10))
+
+
+def write_two_level_csv(path: Path, compared):
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['comparison', 'metric', 'a', 'b', 'teachers', 'n_a', 'n_b', 'mean_a', 'mean_b', 'diff',
+                    'boot2_low', 'boot2_high', 'between_sd', 'within_sd', 'answer'])
+        for item in compared:
+            c, d = item['comparison'], item['difference']
+            w.writerow([c.name, c.metric, c.a, c.b] + ([d.teachers, d.n_a, d.n_b, d.mean_a, d.mean_b, d.diff, d.low,
+                                                         d.high, d.between_sd, d.within_sd] if d else [''] * 10)
+                       + [answer(d)])
 
 
 def report(out: Path, runs, config, command):

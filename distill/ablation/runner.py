@@ -51,28 +51,40 @@ def train(run: Run, threads: int) -> Optional[str]:
     return run_trainer([run.recipe_path, *run.overrides], run.dir / 'train.log', threads)
 
 
-def train_teacher(teacher: AblationTeacher, threads: int, say=print) -> Optional[str]:
-    """Train the config's teacher from `teacher.recipe` when its checkpoint is missing (resuming a
-    partial run); None when the checkpoint is there afterwards, else the error."""
-    checkpoint = Path(teacher.checkpoint)
-    if checkpoint.is_file():
+def train_teacher(teacher: AblationTeacher, threads: int, say=print, jobs: int = 1) -> Optional[str]:
+    """Train each of the config's teachers (teacher.seeds, or the one) from `teacher.recipe` when
+    its checkpoint is missing (resuming a partial run), `jobs` at a time; None when every
+    checkpoint is there afterwards, else the first error."""
+    missing = [(seed, Path(path)) for seed, path in teacher.checkpoints() if not Path(path).is_file()]
+    if not missing:
         return None
-    out = checkpoint.parent
-    out.mkdir(parents=True, exist_ok=True)
-    args = [teacher.recipe, *teacher.overrides, f'student.arch={teacher.arch}', f'train.output_dir={out}',
-            'train.progress=false']
-    say(f'teacher: {checkpoint} not there yet, training it ({" ".join(args)}; log {out / "train.log"})', flush=True)
-    start = time.perf_counter()
-    error = run_trainer(args, out / 'train.log', threads)
-    if error is None and not checkpoint.is_file():
-        error = f'the trainer wrote no {checkpoint}'
-    if error is None:
-        say(f'teacher: trained in {time.perf_counter() - start:.0f}s', flush=True)
-    return error
+
+    def one(item):
+        seed, checkpoint = item
+        out = checkpoint.parent
+        out.mkdir(parents=True, exist_ok=True)
+        args = [teacher.recipe, *teacher.overrides, f'student.arch={teacher.arch}', f'train.output_dir={out}',
+                'train.progress=false', *([f'train.seed={seed}'] if seed is not None else [])]
+        say(f'teacher: {checkpoint} not there yet, training it ({" ".join(args)}; log {out / "train.log"})',
+            flush=True)
+        start = time.perf_counter()
+        error = run_trainer(args, out / 'train.log', threads)
+        if error is None and not checkpoint.is_file():
+            error = f'the trainer wrote no {checkpoint}'
+        if error is None:
+            say(f'teacher: {checkpoint} trained in {time.perf_counter() - start:.0f}s', flush=True)
+        return error
+
+    with ThreadPoolExecutor(max(1, min(jobs, len(missing)))) as pool:
+        errors = [e for e in pool.map(one, missing) if e]
+    return errors[0] if errors else None
 
 
 def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep_checkpoints: bool, say=print):
-    real = [r for r in runs if r.alias_of is None]
+    # Seed by seed (each seed under every teacher, then the next): an interrupted study still
+    # has every variant under every teacher.
+    real = sorted((r for r in runs if r.alias_of is None),
+                  key=lambda r: (r.seed, -1 if r.teacher_seed is None else r.teacher_seed))
     total = len(runs)
     counter = iter(range(1, total + 1))
     lock = threading.Lock()

@@ -60,9 +60,10 @@ def main(argv=None):
         out = Path(args.out or (config.output_dir + ('-smoke' if args.smoke else '')))
         seeds = (args.seeds or config.seeds)[:1] if args.smoke else (args.seeds or config.seeds)
         epochs = 1 if args.smoke else args.epochs
-        if not Path(config.teacher.checkpoint).is_file() and config.teacher.recipe is None:
-            raise AblateError(f'teacher checkpoint {config.teacher.checkpoint} not found; train it first '
-                              f'(python distill/train.py recipes/digits/teacher.yaml)')
+        missing = [path for _, path in config.teacher.checkpoints() if not Path(path).is_file()]
+        if missing and config.teacher.recipe is None:
+            raise AblateError(f'teacher checkpoint {missing[0]} not found; train it first '
+                              f'(python distill/train.py recipes/digits/teacher.yaml) or give teacher.recipe')
         runs = plan(config, out, seeds, epochs, only, args.smoke)
         check_existing(runs)
     except AblateError as e:
@@ -76,7 +77,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    error = train_teacher(config.teacher, args.threads)
+    error = train_teacher(config.teacher, args.threads, jobs=args.jobs)
     if error:
         print(f'error: teacher training failed: {error}', file=sys.stderr)
         return 1
