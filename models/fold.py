@@ -223,7 +223,7 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
     Example:
         >>> reparam_checkpoint('runs/digits/imitation/model.safetensors')   # doctest: +SKIP
     """
-    from .paths import check_output
+    from .paths import check_output, one_line_write_failure
     src = Path(src)
     check_output([Path(out) if out else default_output(src, form)], [src])
     ckpt = read_checkpoint(src)
@@ -251,13 +251,14 @@ def reparam_checkpoint(src, out=None, arch: Optional[str] = None, form: str = 'd
 
     out = Path(out) if out else default_output(src, form)
     folds = [f for f in FOLDS[form] if not (start_form == 'plain' and f == 'affine->norm1')]
-    save_model(out, deployed, extra={
-        'folds': ','.join(folds), 'max_rel_error': f'{worst:.3e}', 'errors': json.dumps(errors),
-        'source': f'{src.name} ({ckpt.source} layout, {start_form} form)', 'image_size': str(size),
-        'block_error': f'{block_error:.3e}',
-        # the training recipe, when the source has one: tools/evaluate.py finds its data there
-        **({'recipe': read_metadata(src)['recipe']} if 'recipe' in read_metadata(src) else {}),
-    })
+    with one_line_write_failure(out):       # a full disk: one line, no partial file (the write is atomic)
+        save_model(out, deployed, extra={
+            'folds': ','.join(folds), 'max_rel_error': f'{worst:.3e}', 'errors': json.dumps(errors),
+            'source': f'{src.name} ({ckpt.source} layout, {start_form} form)', 'image_size': str(size),
+            'block_error': f'{block_error:.3e}',
+            # the training recipe, when the source has one: tools/evaluate.py finds its data there
+            **({'recipe': read_metadata(src)['recipe']} if 'recipe' in read_metadata(src) else {}),
+        })
     config = ckpt.config
     log(f'{src} -> {out}')
     log(f'  arch {arch or config.arch} depths {list(config.depths)} dims {list(config.dims)} '

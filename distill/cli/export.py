@@ -37,7 +37,7 @@ import torch.nn as nn
 import models
 from models import CheckpointError, UsageError
 from models.efficient import EFFICIENT_NAMES
-from models.paths import check_output
+from models.paths import check_output, one_line_write_failure
 
 from . import Parser, one_line_errors
 
@@ -226,18 +226,9 @@ def main(argv=None):
             held_out = list(images[-CHECK_IMAGES:].split(32))
         size = args.image_size or (calib[0].shape[-1] if calib else 224)
         reference = model
-        with torch.no_grad():
-            if args.format == 'onnx':
-                run = (export_onnx_int8(model, out, size, in_chans, args.opset, calib) if calib
-                       else export_onnx(model, out, size, in_chans, args.opset))
-            elif args.format == 'openvino':
-                run = export_openvino(model, out, size, in_chans, args.opset, calib)
-            elif args.format == 'pt2e':
-                run = export_pt2e(model, out, calib)
-            elif args.dtype == 'bf16':
-                run = export_torchscript(models.to_bf16(_copy(model), warn=False), out, size, in_chans)
-            else:
-                run = export_torchscript(model, out, size, in_chans)
+        # a partial file (a full disk left a 0-byte .onnx) is no export: removed, one line
+        with one_line_write_failure(out, cleanup=lambda: remove_output(out)):
+            run = write_export(args, model, out, size, in_chans, calib)
         sizes = (size, size + 32)
         agreement = []
         try:
@@ -282,6 +273,21 @@ def check_precision_args(args):
         raise UsageError('--calib-images must be >= 1')
     if args.tol is None:
         args.tol = 0.25 if args.int8 else 3e-2 if args.dtype == 'bf16' else 1e-4
+
+
+def write_export(args, model, out, size, in_chans, calib):
+    """Write the export of `model` to `out` as args ask; a function running it, for the check."""
+    with torch.no_grad():
+        if args.format == 'onnx':
+            return (export_onnx_int8(model, out, size, in_chans, args.opset, calib) if calib
+                    else export_onnx(model, out, size, in_chans, args.opset))
+        if args.format == 'openvino':
+            return export_openvino(model, out, size, in_chans, args.opset, calib)
+        if args.format == 'pt2e':
+            return export_pt2e(model, out, calib)
+        if args.dtype == 'bf16':
+            return export_torchscript(models.to_bf16(_copy(model), warn=False), out, size, in_chans)
+        return export_torchscript(model, out, size, in_chans)
 
 
 def written_files(out: Path, fmt: str) -> list:

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint_io import check_zip
+from ..paths import one_line_write_failure
 from ..errors import CheckpointError
 from .inert import Inert, class_name, inert_state, load_inert
 
@@ -244,6 +245,12 @@ def save_detector(model: nn.Module, path, extra: dict = None) -> Path:
     except ImportError:
         pass
     ckpt.update(extra or {})
+    with one_line_write_failure(path):      # a full disk: one line; the temporary file is removed below
+        _write_atomically(ckpt, path)
+    return path
+
+
+def _write_atomically(ckpt: dict, path: Path):
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
@@ -255,7 +262,6 @@ def save_detector(model: nn.Module, path, extra: dict = None) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def _first_line(e: Exception) -> str:
