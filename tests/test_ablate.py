@@ -174,3 +174,48 @@ def test_cka_and_nmse_known_cases():
     assert normalised_mse(x, x) == 0.0
     assert normalised_mse(torch.zeros_like(x), x) == pytest.approx(1.0)
     assert normalised_mse(2 * x, x) == pytest.approx(1.0)                   # CKA would call this identical
+
+
+def children_of(pid: int):
+    """PIDs whose parent is `pid` (from /proc: no extra dependency)."""
+    found = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != 'Z'
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').is_file(), reason='reads child processes from /proc')
+def test_one_signal_stops_the_ablation_and_its_trainers(teacher, tmp_path):
+    """`kill PID` of a running ablation ends its training subprocesses too (they would otherwise
+    be re-parented and keep training), says so in one line and exits 128 + SIGTERM."""
+    import signal
+    import time
+    config = write_config(tmp_path / 'ablation.yaml', teacher)
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'ablate.py'), '--config', str(config),
+                             '--out', str(tmp_path / 'out'), '--jobs', '2'],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    trainers = children_of(proc.pid)
+    assert len(trainers) == 2, 'the ablation never had two trainers running'
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == ('stopped by SIGTERM: 2 training run(s) ended; the same command '
+                                            'continues them')
+    time.sleep(1)
+    assert not any(alive(pid) for pid in trainers)

@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +28,44 @@ def finished(run_dir: Path, epochs: int) -> bool:
     return summary.get('epochs') == epochs and 'final' in summary and (run_dir / 'model.safetensors').is_file()
 
 
+# The trainers running now, so that a signal to the command stops them too (they are its
+# children, not a process group of their own: `kill PID` alone would leave them training).
+_children = set()
+_children_lock = threading.Lock()
+_stopping = threading.Event()       # set by the signal handler: no trainer starts after it
+
+
+def stop_trainers_on_signal(say=print):
+    """On SIGTERM, SIGINT or SIGHUP: terminate every running trainer (each keeps its last
+    checkpoint, so a rerun continues it), say so in one line, and exit with 128 + the signal."""
+    def stop(signum, frame):
+        with _children_lock:
+            _stopping.set()
+            running = list(_children)
+        for proc in running:
+            proc.terminate()
+        # Reaped here with waitpid, not proc.wait(): the interrupted thread may hold Popen's lock.
+        deadline = time.monotonic() + 30
+        left = {proc.pid for proc in running}
+        while left and time.monotonic() < deadline:
+            left = {pid for pid in left if not _reaped(pid)}
+            time.sleep(0.1)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        say(f'stopped by {signal.Signals(signum).name}: {len(running)} training run(s) ended; the same command '
+            f'continues them', file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True
+
+
 def run_trainer(args: List[str], log_path: Path, threads: int) -> Optional[str]:
     """`distill/train.py ARGS resume=true` in a subprocess, output appended to `log_path`; None on
     success, else the trainer's last `error:` line (or its last line)."""
@@ -37,7 +76,16 @@ def run_trainer(args: List[str], log_path: Path, threads: int) -> Optional[str]:
     with open(log_path, 'a') as log:
         log.write('$ ' + ' '.join(shlex.quote(c) for c in cmd) + '\n')
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with _children_lock:
+            if _stopping.is_set():
+                return 'stopped by a signal'
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            _children.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _children_lock:
+                _children.discard(proc)
     if proc.returncode != 0:
         lines = log_path.read_text().strip().splitlines()
         errors = [line for line in lines if line.startswith('error:')]
@@ -96,6 +144,8 @@ def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep
             status, error = 'skipped (finished)', None
         else:
             status, error = 'trained', train(run, threads)
+        if _stopping.is_set():          # ended by a signal: the handler says so, once
+            return
         if error is None and finished(run.dir, epochs):
             if not keep_checkpoints:
                 shutil.rmtree(run.dir / 'checkpoints', ignore_errors=True)

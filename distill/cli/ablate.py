@@ -44,6 +44,7 @@ def main(argv=None):
     # After parsing: the ablation machinery imports torch and timm, which --help does not need.
     from distill.ablation import (
         AblateError, Evaluator, check_existing, execute, load_ablation_config, plan, report, train_teacher)
+    from distill.ablation.runner import stop_trainers_on_signal
     try:
         for name in ('jobs', 'threads', 'epochs'):
             value = getattr(args, name)
@@ -74,6 +75,7 @@ def main(argv=None):
     real = sum(r.alias_of is None for r in runs)
     print(f'{len(runs)} runs ({real} to train or reuse from disk) into {out}/runs, {args.jobs} job(s) '
           f'x {args.threads} thread(s)', flush=True)
+    stop_trainers_on_signal()
     import torch
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

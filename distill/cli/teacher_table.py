@@ -40,6 +40,8 @@ def main(argv=None):
         return 2
     runs = plan(config, only)
     if not args.table_only:
+        from distill.ablation.runner import stop_trainers_on_signal
+        stop_trainers_on_signal()
         todo = sum(not (r.dir / 'summary.json').is_file() for r in runs)
         print(f'{len(runs)} runs, {todo} to train, {args.jobs} at a time (about 10-15 minutes each at one thread '
               f'on a 2-core machine)', flush=True)
