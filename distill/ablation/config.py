@@ -156,17 +156,24 @@ class AblationConfig:
         return self
 
 
-def load_ablation_config(path) -> AblationConfig:
-    """Read and validate an ablation config (YAML, `yaml.safe_load`)."""
-    path = Path(path)
+def read_mapping(path: Path, noun: str, keys: str) -> dict:
+    """The YAML mapping in `path` (`yaml.safe_load`), or an AblateError naming the problem."""
     if not path.is_file():
-        raise AblateError(f'{path}: no such ablation config')
+        raise AblateError(f'{path}: no such {noun}')
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise AblateError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(raw, dict):
-        raise AblateError(f'{path}: an ablation config is a mapping (teacher, seeds, settings, variants)')
+        raise AblateError(f'{path}: an {noun} is a mapping ({keys})' if noun[0] in 'aeiou' else
+                          f'{path}: a {noun} is a mapping ({keys})')
+    return raw
+
+
+def load_ablation_config(path) -> AblationConfig:
+    """Read and validate an ablation config (YAML, `yaml.safe_load`)."""
+    path = Path(path)
+    raw = read_mapping(path, 'ablation config', 'teacher, seeds, settings, variants')
     known = sorted(f.name for f in fields(AblationConfig))
     unknown = set(raw) - set(known)
     if unknown:

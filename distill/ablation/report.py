@@ -87,6 +87,12 @@ def answer(d) -> str:
     return 'a better' if d.low > 0 else 'b better' if d.high < 0 else 'no difference shown'
 
 
+def question_lines(compared) -> List[str]:
+    """What each comparison answers, below its table."""
+    questions = [item['comparison'] for item in compared if item['comparison'].question]
+    return [''] + [f'- {c.name}: {c.question}' for c in questions] if questions else []
+
+
 def two_level_lines(compared) -> List[str]:
     lines = ['', 'Comparisons with teachers as the unit of replication: a - b is the mean over teachers of each '
                  "teacher's mean difference; 95 % interval from a two-level bootstrap (10,000 resamples: teachers, "
@@ -102,10 +108,7 @@ def two_level_lines(compared) -> List[str]:
         lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
                      f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | {_fmt(d.between_sd)} | '
                      f'{_fmt(d.within_sd)} | {answer(d)} |')
-    questions = [item['comparison'] for item in compared if item['comparison'].question]
-    if questions:
-        lines += [''] + [f'- {c.name}: {c.question}' for c in questions]
-    return lines
+    return lines + question_lines(compared)
 
 
 def teacher_lines(runs: List[Run], rows) -> List[str]:
@@ -159,10 +162,7 @@ def comparison_lines(compared) -> List[str]:
         lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
                      f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | '
                      f'[{_signed(d.boot_low)}, {_signed(d.boot_high)}] | {"yes" if d.resolved else "no"} |')
-    questions = [item['comparison'] for item in compared if item['comparison'].question]
-    if questions:
-        lines += [''] + [f'- {c.name}: {c.question}' for c in questions]
-    return lines
+    return lines + question_lines(compared)
 
 
 def erf_lines(rows, config) -> List[str]:

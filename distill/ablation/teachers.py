@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional
 
-import yaml
 
 from ..config import RecipeError, build
-from .config import AblateError, Comparison
+from .config import AblateError, Comparison, read_mapping
 from .stats import difference
 
 
@@ -60,15 +59,11 @@ class TeacherRun:
 
 def load_config(path) -> TeacherTableConfig:
     path = Path(path)
-    if not path.is_file():
-        raise AblateError(f'{path}: no such teacher-table config')
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise AblateError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     known = sorted(f.name for f in fields(TeacherTableConfig))
-    if not isinstance(raw, dict) or set(raw) - set(known):
-        raise AblateError(f'{path}: a teacher-table config is a mapping of {", ".join(known)}')
+    raw = read_mapping(path, 'teacher-table config', ', '.join(known))
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise AblateError(f'{path}: unknown key(s) {unknown}; known: {known}')
     try:
         config = build(TeacherTableConfig, raw, '', noun='teacher-table config')
     except RecipeError as e:
