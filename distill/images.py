@@ -1,5 +1,6 @@
 """Opening one image file of a dataset or calibration folder: a file the decoder cannot read is
 one line naming it, also when a DataLoader worker met it."""
+import sys
 from pathlib import Path
 
 from models.errors import RecipeError
@@ -19,11 +20,21 @@ class UnreadableImage(RecipeError):
         super().__init__(message)
 
 
+def pil_open():
+    """PIL's own Image.open. Importing ultralytics replaces it with one that, on a file PIL cannot
+    identify, installs a package (pi-heif) and retries: not for a file in a dataset folder."""
+    from PIL import Image
+    patches = sys.modules.get('ultralytics.utils.patches')
+    if patches is not None and Image.open is getattr(patches, 'image_open', None):
+        return patches._image_open
+    return Image.open
+
+
 def open_rgb(path):
     """The image at `path` as RGB; UnreadableImage naming the file otherwise."""
     from PIL import Image
     try:
-        with Image.open(path) as image:
+        with pil_open()(path) as image:
             return image.convert('RGB')
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         text = str(e).strip().splitlines()

@@ -75,3 +75,17 @@ def test_int8_calibration_names_the_unreadable_image(tmp_path, capsys):
                         '--calib-images', '8', '-o', str(tmp_path / 'm.onnx')])
     line = one_line(capsys.readouterr().err, code)
     assert '05.png: not a readable image' in line, line
+
+
+def test_an_unreadable_image_where_ultralytics_is_imported(folder):
+    """Importing ultralytics replaces PIL's Image.open with one that installs a package (pi-heif)
+    for a file PIL cannot identify; dataset images are opened with PIL's own."""
+    pytest.importorskip('ultralytics')
+    import ultralytics.utils.patches  # noqa: F401
+    from PIL import Image
+
+    from distill.images import UnreadableImage, open_rgb
+    _, bad = folder
+    assert Image.open.__module__ == 'ultralytics.utils.patches'       # the patch is in place
+    with pytest.raises(UnreadableImage, match='not a readable image'):
+        open_rgb(bad)
