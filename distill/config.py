@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from models.errors import RecipeError
+from distill.errors import RecipeError
 
 from .terms import (  # noqa: F401  (TermConfig, FeatureTermConfig: re-exported)
     FEATURE_REDUCTIONS, TERMS, FeatureTermConfig, SoftTermConfig, TermConfig, configured)
@@ -283,16 +283,49 @@ def _check_clutter(data: DataConfig):
 def load_recipe(path, overrides=()) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f'{path}: no such recipe file')
+        raise RecipeError(f'{path}: no such recipe file{_close_recipe_files(path)}')
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f'{path}: not valid YAML ({str(e).splitlines()[0]})') from None
     if not isinstance(raw, dict):
         raise RecipeError(f'{path}: a recipe is a mapping of sections, got {type(raw).__name__}')
+    problems = []
     for item in overrides:
-        apply_override(raw, item)
-    return build(Recipe, raw, '').validate()
+        try:
+            apply_override(raw, item)
+        except RecipeError as e:
+            problems.append(str(e))
+    recipe = build(Recipe, raw, '', problems=problems)
+    if problems:
+        raise RecipeErrors(problems)
+    return recipe.validate()
+
+
+class RecipeErrors(RecipeError):
+    """Every mistake of a recipe and its overrides, found in one pass (`problems`, one message
+    each), so that a command line with three typos is corrected in one go; the message lists them
+    on one line."""
+
+    def __init__(self, problems: List[str]):
+        self.problems = list(problems)
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f'{len(problems)} mistakes in the recipe and its overrides: ' + '; '.join(problems))
+
+
+def _close_recipe_files(path: Path) -> str:
+    """'; did you mean ...?' with the recipe files whose paths are close to a missing `path`
+    (searched from its nearest existing folder, three levels deep), or ''."""
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or folder.resolve() == Path(folder.resolve().anchor):
+        return ''
+    # compared below the folder they share, so that a common prefix does not make any name close
+    candidates = {str(p.relative_to(folder)): str(p) for pattern in ('*.y*ml', '*/*.y*ml', '*/*/*.y*ml')
+                  for p in sorted(folder.glob(pattern))[:5000]}
+    close = [candidates[c] for c in difflib.get_close_matches(str(path.relative_to(folder)), candidates, n=1, cutoff=0.75)]
+    return f'; did you mean {" or ".join(close)}?' if close else ''
 
 
 def apply_override(raw: dict, item: str):
@@ -315,32 +348,43 @@ def apply_override(raw: dict, item: str):
     node[parts[-1]] = value
 
 
-def build(cls, raw, where, noun='recipe'):
-    """The dataclass `cls` from a raw mapping: unknown keys (with close matches) and values of
-    the wrong type are RecipeErrors naming the dotted key. `noun` names the file kind in them."""
+def build(cls, raw, where, noun='recipe', problems=None):
+    """The dataclass `cls` from a raw mapping: unknown keys (with close matches, as dotted keys)
+    and values of the wrong type are RecipeErrors naming the dotted key. `noun` names the file
+    kind in them. With a `problems` list, every mistake is appended to it instead of raising at
+    the first (the caller raises; the dataclass returned then holds defaults where they were)."""
+    collect = problems is not None
+    problems = [] if problems is None else problems
     if not isinstance(raw, dict):
-        raise RecipeError(f'{where or noun}: expected a mapping, got {raw!r}')
+        problems.append(f'{where or noun}: expected a mapping, got {raw!r}')
+        raw = {}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in raw.items():
         name = f'{where}.{key}' if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=3)
-            hint = f'; did you mean {" or ".join(close)}?' if close else f'; known keys: {", ".join(fields)}'
-            raise RecipeError(f'unknown {noun} key {name!r}{hint}')
-        values[key] = _coerce(typing.get_type_hints(cls)[key], value, name, noun)
+            close = [f'{where}.{c}' if where else c for c in difflib.get_close_matches(str(key), fields, n=3)]
+            hint = f' (did you mean {" or ".join(close)}?)' if close else f' (known keys: {", ".join(fields)})'
+            problems.append(f'unknown {noun} key {name!r}{hint}')
+            continue
+        try:
+            values[key] = _coerce(typing.get_type_hints(cls)[key], value, name, noun, problems)
+        except RecipeError as e:
+            problems.append(str(e))
+    if problems and not collect:
+        raise RecipeError(problems[0] if len(problems) == 1 else '; '.join(problems))
     return cls(**values)
 
 
-def _coerce(hint, value, name, noun='recipe'):
+def _coerce(hint, value, name, noun='recipe', problems=None):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, name, noun)
+        return _coerce(inner[0], value, name, noun, problems)
     if dataclasses.is_dataclass(hint):
-        return build(hint, value or {}, name, noun)
+        return build(hint, value or {}, name, noun, problems)
     if origin in (list, List):
         if not isinstance(value, list):
             raise RecipeError(f'{name}: expected a list, got {value!r}')

@@ -12,7 +12,7 @@ Adding a term is one `Term(...)` row below plus its loss class in distill/losses
 from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .losses import FeatureMSE, HardTargetKD, LabelCE, RelationMSE, SoftTargetKD
+import importlib
 
 KINDS = ('label', 'logit', 'feature')
 
@@ -71,7 +71,8 @@ def feature_scale(term_cfg: 'FeatureTermConfig', context: LossContext) -> float:
 @dataclass(frozen=True)
 class Term:
     name: str                         # the recipe key: distill.NAME.weight, .start, .end
-    loss: type                        # the nn.Module class that computes it (distill/losses.py)
+    loss_name: str                    # the nn.Module class that computes it (distill/losses.py), by
+                                      # name: recipes are checked without importing torch
     kind: str                         # label: to the labels; logit: to the teacher's logits;
                                       # feature: to the teacher's recorded features
     summary: str                      # one line for the README's table
@@ -81,6 +82,10 @@ class Term:
     needs_mixer: bool = False         # compares mixers: not for a student.mixer=identity student
     # The loss class's constructor arguments from the term's recipe section and the context.
     args: Callable[[TermConfig, LossContext], Tuple] = lambda term, context: ()
+
+    @property
+    def loss(self) -> type:
+        return getattr(importlib.import_module('distill.losses'), self.loss_name)
 
     @property
     def needs_teacher(self) -> bool:
@@ -97,19 +102,19 @@ def _feature_args(term, context):
 
 
 TERMS: Dict[str, Term] = {t.name: t for t in (
-    Term('ce', LabelCE, 'label', 'cross-entropy with the labels (unlabelled samples skipped)',
+    Term('ce', 'LabelCE', 'label', 'cross-entropy with the labels (unlabelled samples skipped)',
          args=lambda term, context: (context.label_smoothing,)),
-    Term('soft', SoftTargetKD, 'logit',
+    Term('soft', 'SoftTargetKD', 'logit',
          "KL of the softened teacher distribution to the student's, times T^2 (DeiT's soft distillation)",
          config=SoftTermConfig, args=lambda term, context: (term.temperature, term.normalize)),
-    Term('hard', HardTargetKD, 'logit', "cross-entropy to the teacher's argmax (DeiT's hard distillation)"),
-    Term('l_in', FeatureMSE, 'feature', 'L_in: MSE of the norm1 outputs (the mixer inputs)',
+    Term('hard', 'HardTargetKD', 'logit', "cross-entropy to the teacher's argmax (DeiT's hard distillation)"),
+    Term('l_in', 'FeatureMSE', 'feature', 'L_in: MSE of the norm1 outputs (the mixer inputs)',
          records='.norm1', needs_mixer=True, config=FeatureTermConfig, args=_feature_args),
-    Term('l_in_hidden', FeatureMSE, 'feature', "L'_in: MSE of the block outputs", records='',
+    Term('l_in_hidden', 'FeatureMSE', 'feature', "L'_in: MSE of the block outputs", records='',
          config=FeatureTermConfig, args=_feature_args),
-    Term('l_out', FeatureMSE, 'feature', 'L_out: MSE of the token-mixer outputs',
+    Term('l_out', 'FeatureMSE', 'feature', 'L_out: MSE of the token-mixer outputs',
          records='.token_mixer', needs_mixer=True, config=FeatureTermConfig, args=_feature_args),
-    Term('l_rel', RelationMSE, 'feature', 'L_rel: MSE of the token relation matrices of the block outputs',
+    Term('l_rel', 'RelationMSE', 'feature', 'L_rel: MSE of the token relation matrices of the block outputs',
          records='', config=FeatureTermConfig, args=_feature_args),
 )}
 

@@ -94,7 +94,7 @@ def write(tmp_path, text):
 
 
 @pytest.mark.parametrize('text,overrides,message', [
-    ('train: {epoch: 3}\ndistill: {ce: {weight: 1}}', [], r"unknown recipe key 'train.epoch'; did you mean epochs"),
+    ('train: {epoch: 3}\ndistill: {ce: {weight: 1}}', [], r"unknown recipe key 'train.epoch' \(did you mean train.epochs\?\)"),
     ('distill: {ce: {weight: 1}}', ['train.batch_size=abc'], r'train.batch_size: expected int'),
     ('distill: {ce: {weight: 1}}', ['train.epochs=2.5'], r'train.epochs: expected int'),
     ('distill: {ce: {weight: 1}}\ndata: {source: folder}', [], 'data.path is required'),

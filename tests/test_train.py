@@ -386,7 +386,7 @@ def test_cli_error_is_one_line(tmp_path):
                              'train.epochz=1'], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
-        "error: unknown recipe key 'train.epochz'; did you mean epochs?"
+        "error: unknown recipe key 'train.epochz' (did you mean train.epochs?)"
 
 
 def _digit_images(n):
