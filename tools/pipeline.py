@@ -17,31 +17,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import models  # noqa: E402
-from distill.benchmark import time_steps  # noqa: E402
-from distill.config import load_recipe  # noqa: E402
-from distill.evaluation import evaluate_checkpoint  # noqa: E402
-from distill.threads import choose_threads  # noqa: E402
+from distill.cli import require_venv  # noqa: E402
+
+require_venv()     # a python without torch: one line naming the fix, not a traceback
 
 
 def train(recipe, out, overrides):
     """Run (or resume) a recipe; returns (training time over all sessions, epochs it has)."""
     cmd = [sys.executable, str(ROOT / 'distill' / 'train.py'), str(recipe),
            f'train.output_dir={out}', 'train.progress=false', 'resume=true', *overrides]
-    print('$', ' '.join(cmd[1:]), flush=True)
+    print('$', 'python', ' '.join(str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]),
+          flush=True)     # a command to copy: python and the script as the README writes them
     subprocess.run(cmd, check=True)
     summary = json.loads((Path(out) / 'summary.json').read_text())
     return summary['train_seconds'], summary['epochs']
 
 
-@torch.inference_mode()
 def images_per_second(model_a, model_b, x, rounds=7):
     """Median throughput of two models, timed interleaved by the benchmark's timer so that load
     from anything else on the machine hits both alike."""
+    import torch
+    from distill.benchmark import time_steps
+    with torch.inference_mode():
+        return _images_per_second(model_a, model_b, x, rounds, time_steps)
+
+
+def _images_per_second(model_a, model_b, x, rounds, time_steps):
     steps = {0: lambda: model_a(x), 1: lambda: model_b(x)}
     samples = time_steps(steps, reps=rounds, warmup=1, min_time=0.1, log=lambda *_: None)
     return [x.shape[0] / statistics.median(s) for s in samples.values()]
@@ -54,6 +57,12 @@ def main(argv=None):
     parser.add_argument('--out', default='runs/digits', help='where the runs go (default runs/digits)')
     parser.add_argument('--epochs', type=int, help='override train.epochs of both recipes')
     args = parser.parse_args(argv)
+    # after the arguments: --help and their errors do not wait for torch (seconds)
+    import torch
+    import models
+    from distill.config import load_recipe
+    from distill.evaluation import evaluate_checkpoint
+    from distill.threads import choose_threads
     threads, note = choose_threads()      # the trainers choose their own; this is for evaluation and timing
     torch.set_num_threads(threads)
     if note:

@@ -127,7 +127,7 @@ def measure_windows(recipe, classes, processes, batch):
 @one_line_errors
 def main(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
-    p.add_argument('recipe')
+    p.add_argument('recipe', help='the recipe whose loss balance to print (e.g. recipes/riformer_s12.yaml)')
     p.add_argument('overrides', nargs='*', help='key.sub=value, as for distill/train.py')
     p.add_argument('--processes', type=int_between(1, 65536), default=1,
                    help='processes the recipe runs on (its global batch: batch_size x processes x grad_accum)')

@@ -37,7 +37,7 @@ import yaml
 # package of any module name a checkpoint refers to but cannot import.
 os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
 
-from models import UsageError  # noqa: E402
+from distill.errors import UsageError  # noqa: E402  (models/errors.py's class, without importing torch)
 
 from . import Parser, one_line_errors  # noqa: E402
 
@@ -273,7 +273,9 @@ def cmd_info(args, extra):
 
 
 def build_parser():
-    parser = Parser(description=__doc__.split('\n\n')[0])
+    examples = __doc__.split('\n\n')[1]       # the docstring's command lines
+    parser = Parser(description=__doc__.split('\n\n')[0], epilog='examples:\n' + examples,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
 
     def add(name, func, help_text):
@@ -321,10 +323,12 @@ def build_parser():
 
 @one_line_errors
 def main(argv=None):
+    parser = build_parser()
+    # parsed first: --help and argument errors do not wait for torch and ultralytics (seconds);
+    # parsing reads no file, so nothing is opened before the safe mode below
+    args, rest = parser.parse_known_args(argv)
     from models.handoff.safe_load import ultralytics_safe_mode
     ultralytics_safe_mode()
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
     extra = merge_settings(args, parse_overrides(rest), _subparser(parser, args.command))
     args.func(args, extra)
     return 0

@@ -31,15 +31,10 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
-import models
-from models import CheckpointError, UsageError
-from models.efficient import EFFICIENT_NAMES
-from models.paths import check_output, one_line_write_failure
-
 from . import Parser, one_line_errors
+
+# torch and models are imported where they are used, after the arguments are parsed: --help and
+# argument errors in a fraction of a second instead of the seconds torch takes.
 
 FORMATS = ('onnx', 'torchscript', 'mmpretrain', 'deploy', 'openvino', 'pt2e')
 SUFFIX = {'onnx': '.onnx', 'torchscript': '.torchscript.pt', 'mmpretrain': '.mmpretrain.pth',
@@ -47,19 +42,25 @@ SUFFIX = {'onnx': '.onnx', 'torchscript': '.torchscript.pt', 'mmpretrain': '.mmp
 CHECK_IMAGES = 64      # held-out images of --int8 DATA that int8 files are checked on
 
 
-class ListToTuple(nn.Module):
-    """Feature lists as tuples: exporters name one output per map."""
+def ListToTuple(body):
+    """`body` with its feature lists as tuples: exporters name one output per map."""
+    import torch.nn as nn
 
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
+    class ListToTuple(nn.Module):
+        def __init__(self, body: nn.Module):
+            super().__init__()
+            self.body = body
 
-    def forward(self, x):
-        return tuple(self.body(x))
+        def forward(self, x):
+            return tuple(self.body(x))
+    return ListToTuple(body)
 
 
 def load_source(source, weights=None, features=False, out_indices=None):
     """(model, name) for a deploy checkpoint path or an efficient backbone name."""
+    import models
+    from models import UsageError
+    from models.efficient import EFFICIENT_NAMES
     if source in models.ARCHS:
         raise UsageError(f'{source}: a RIFormer is exported from its deploy checkpoint (tools/reparam.py), not a name')
     model = models.load_model(source, deploy=True, features_only=features, out_indices=out_indices, weights=weights)
@@ -76,6 +77,9 @@ def check(reference, run, sizes, batch, in_chans, tol, inputs=None, agreement=No
     """Worst relative error of `run(x)` against `reference(x)` over the input sizes (random
     inputs) or over `inputs` (a list of image batches). With `agreement` (a list), the share of
     inputs whose argmax matches is appended to it (%, for classifiers)."""
+    import torch
+    import models
+    from models import CheckpointError
     worst, same, total = 0., 0, 0
     if inputs is None:
         inputs = [torch.randn(batch + i, in_chans, size, size, generator=torch.Generator().manual_seed(i))
@@ -102,6 +106,7 @@ def check(reference, run, sizes, batch, in_chans, tol, inputs=None, agreement=No
 
 
 def export_onnx(model, out, size, in_chans, opset):
+    import torch
     num_outputs = len(_outputs(model(torch.zeros(1, in_chans, size, size))))
     names = [f'out{i}' for i in range(num_outputs)] if num_outputs > 1 else ['output']
     axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
@@ -139,6 +144,7 @@ def export_openvino(model, out, size, in_chans, opset, int8_batches=None):
 
 def export_onnx_int8(model, out, size, in_chans, opset, batches):
     """ONNX Runtime's static QDQ int8 model of the fp32 ONNX export."""
+    import torch
     import tempfile
     from models import quantize
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +159,7 @@ def export_onnx_int8(model, out, size, in_chans, opset, batches):
 def export_pt2e(model, out, batches):
     """torchao's PT2E int8 program, saved with torch.export.save (dynamic batch); checked as
     reloaded, in its reference form (quantize / dequantize around fp32 convolutions)."""
+    import torch
     from models import quantize
     converted = quantize.quantize_pt2e(model, batches)
     program = torch.export.export(converted, (batches[0],), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
@@ -162,6 +169,7 @@ def export_pt2e(model, out, batches):
 
 
 def export_torchscript(model, out, size, in_chans):
+    import torch
     # Traced: every supported backbone is a static graph of convs and norms; checked below at a
     # second input size so a shape baked into the trace would be caught.
     wrapped = ListToTuple(model) if isinstance(model(torch.zeros(1, in_chans, size, size)), list) else model
@@ -179,14 +187,14 @@ def main(argv=None):
     warnings.filterwarnings('ignore', message=r'.*`torch\.jit\..*` is deprecated.*')
     parser = Parser(description=__doc__.split('\n\n')[0])
     parser.add_argument('source', help='deploy checkpoint or efficient backbone name')
-    parser.add_argument('--format', required=True, choices=FORMATS)
+    parser.add_argument('--format', required=True, choices=FORMATS, help='what to write: ' + ', '.join(FORMATS))
     parser.add_argument('-o', '--output', help='output file (default: next to the source / in the cwd for names)')
     parser.add_argument('--features', action='store_true', help='export stage outputs instead of logits')
     parser.add_argument('--out-indices', type=int, nargs='+', help='stages to output with --features (default: all)')
     parser.add_argument('--weights', help='local timm checkpoint for an efficient backbone name')
     parser.add_argument('--image-size', type=int, default=None,
                         help="export / check size (default 224; with --int8 a recipe's own size)")
-    parser.add_argument('--opset', type=int, default=17)
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (onnx and openvino; default 17)')
     parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16'],
                         help='bf16: the bf16 deploy form (--format torchscript; CPUs with AVX512-BF16/AMX)')
     parser.add_argument('--int8', metavar='DATA',
@@ -196,6 +204,10 @@ def main(argv=None):
     parser.add_argument('--tol', type=float, default=None,
                         help='max relative error vs PyTorch fp32 (default 1e-4; bf16 3e-2; int8 0.25)')
     args = parser.parse_args(argv)
+    import torch
+    import models
+    from models import CheckpointError, UsageError
+    from models.paths import check_output, one_line_write_failure
     try:
         check_precision_args(args)
         out = Path(args.output) if args.output else default_output(args.source, args.format, args.features)
@@ -260,6 +272,7 @@ def _copy(model):
 
 def check_precision_args(args):
     """--dtype / --int8 / --format combinations that exist, and the default tolerance."""
+    from distill.errors import UsageError
     if args.int8 and args.format not in ('onnx', 'openvino', 'pt2e'):
         raise UsageError(f'--int8 is for --format onnx, openvino or pt2e, not {args.format}')
     if args.format == 'pt2e' and not args.int8:
@@ -277,6 +290,8 @@ def check_precision_args(args):
 
 def write_export(args, model, out, size, in_chans, calib):
     """Write the export of `model` to `out` as args ask; a function running it, for the check."""
+    import torch
+    import models
     with torch.no_grad():
         if args.format == 'onnx':
             return (export_onnx_int8(model, out, size, in_chans, args.opset, calib) if calib
@@ -302,7 +317,8 @@ def remove_output(out: Path):
 
 
 def write_deploy(args, out):
-    from models.efficient import create_training, save_efficient_deploy, to_deploy
+    from models import UsageError
+    from models.efficient import EFFICIENT_NAMES, create_training, save_efficient_deploy, to_deploy
     if args.source not in EFFICIENT_NAMES:
         raise UsageError(
             f'--format deploy folds an efficient backbone by name ({", ".join(EFFICIENT_NAMES)}); '

@@ -13,28 +13,32 @@ Errors: max |a - b| / max |b| and ||a - b|| / ||b|| over the batch.
 import copy
 import sys
 
-import torch
-
-import timm
-
-import models
 from distill.cli import Parser, one_line_errors, positive_int
-from distill.recorders import FeatureRecorder, default_imitated_blocks
-from distill.teacher import PRECISIONS, cpu_bf16_support, prepare_teacher, run_teacher
-from models import UsageError
+
+# torch, timm and models are imported where they are used, after the arguments are parsed:
+# --help and argument errors in a fraction of a second instead of the seconds torch takes.
+PRECISIONS = ('fp32', 'bf16', 'auto')      # distill.teacher.PRECISIONS (a test checks)
 
 
-def errors(got: torch.Tensor, want: torch.Tensor):
+def errors(got, want):
     diff = got.float() - want.float()
     return (diff.abs().max() / want.float().abs().max().clamp_min(1e-30)).item(), \
         (diff.norm() / want.float().norm().clamp_min(1e-30)).item()
 
 
-@torch.inference_mode()
-def target_errors(teacher, images, precision='bf16', memory_format=torch.channels_last):
+def target_errors(teacher, images, precision='bf16', memory_format=None):
     """[(target name, max relative error, relative RMS error)] of `teacher` prepared in
     `precision` against a copy in fp32 through the reference forward; plus the share of images
-    whose argmax agrees."""
+    whose argmax agrees. `memory_format`: default channels_last."""
+    import torch
+    with torch.inference_mode():
+        return _target_errors(teacher, images, precision, memory_format or torch.channels_last)
+
+
+def _target_errors(teacher, images, precision, memory_format):
+    import models
+    from distill.recorders import FeatureRecorder, default_imitated_blocks
+    from distill.teacher import prepare_teacher, run_teacher
     reference = prepare_teacher(copy.deepcopy(teacher), 'cpu', 'fp32', memory_format)
     for block in reference.modules():
         if isinstance(block, models.PoolFormerInferenceBlock):
@@ -50,7 +54,8 @@ def target_errors(teacher, images, precision='bf16', memory_format=torch.channel
     return rows, agreement
 
 
-def digits_images(size: int, count: int) -> torch.Tensor:
+def digits_images(size: int, count: int):
+    import torch
     from distill.data import DigitsDataset
     from torchvision import transforms
     ds = DigitsDataset('val', size)
@@ -71,6 +76,11 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=positive_int, default=None)
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
+    import torch
+    import timm
+    import models
+    from distill.teacher import cpu_bf16_support
+    from models import UsageError
     if args.threads:
         torch.set_num_threads(args.threads)
     size = args.img_size or (32 if args.digits else 224)
