@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-if __name__ == '__main__' and sys.argv[1:2] in ([], ['-h'], ['--help']):
-    from distill.cli.train import main as help_only     # before the heavy imports below
-    sys.exit(help_only())
+if __name__ == '__main__':
+    # Before the heavy imports below (seconds): a python without the venv, --help, and every
+    # mistake of the recipe and its overrides answer at once.
+    from distill.cli.train import before_imports
+    before_imports(sys.argv[1:])
 import torch  # noqa: E402
 import timm  # noqa: E402
 import yaml  # noqa: E402
@@ -133,8 +135,10 @@ def closing_lines(out: Path, recipe, summary: dict, riformer: bool) -> str:
     final, epochs = summary['final'].get('val/top1'), summary['epochs']
     lines = [f'finished {epochs} epochs' + (f': best top-1 {summary["best_top1"]:.2f} at epoch {summary["best_epoch"]}, '
                                              f'final top-1 {final:.2f} (epoch {epochs})' if final is not None else '')]
-    files = [('model', out / 'model.safetensors', 'the final student'),
-             ('best', out / 'best.safetensors', f'the student of epoch {summary["best_epoch"]}'),
+    # a run without a teacher trains a model (often the next run's teacher), not a student
+    kind = 'student' if recipe.teacher is not None or recipe.logit_teacher is not None else 'model'
+    files = [('model', out / 'model.safetensors', f'the final {kind}'),
+             ('best', out / 'best.safetensors', f'the {kind} of epoch {summary["best_epoch"]}'),
              ('summary', out / 'summary.json', 'metrics of every epoch, the loss balance'),
              ('logs', out / 'tb', f'tensorboard --logdir {out}')]
     lines += [f'  {name:<8} {path}  ({what})' for name, path, what in files if path.exists()]
@@ -426,8 +430,8 @@ def resume_command(argv: List[str]) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ('-h', '--help'):
-        from distill.cli.train import main as help_only
-        return help_only(argv)
+        from distill.cli.train import show_help
+        return show_help(argv)
     check_only = '--check' in argv
     argv = [a for a in argv if a != '--check']
     try:
@@ -455,4 +459,9 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    code = main()
+    if code == 2 and int(os.environ.get('RANK', 0)) == 0:
+        # our error line is out: under `accelerate launch`, no second copy and no traceback of it
+        from distill.cli.train import stop_launcher
+        stop_launcher()
+    sys.exit(code)
