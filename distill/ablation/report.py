@@ -305,8 +305,7 @@ def ablation_figure(rows):
     if teacher is not None:
         ax1.axhline(teacher, ls=':', color='k', lw=1)
     ax1.set_xticks(range(len(ok)), [r['name'] for r in ok], rotation=30, ha='right')
-    ax1.set_ylabel('top-1 % (final student, mean ± std; dots: seeds' +
-                   (', grouped and shaded by teacher)' if teachers else ')'))
+    ax1.set_ylabel('top-1 % (mean ± std; dots: ' + ('students, shaded by teacher)' if teachers else 'seeds)'))
     ax1.set_title('validation top-1')
     for r in ok:
         if r['curve']:
