@@ -74,7 +74,9 @@ def main(argv=None):
     command = ' '.join(['python tools/ablate.py', *map(shlex.quote, argv)])
     real = sum(r.alias_of is None for r in runs)
     print(f'{len(runs)} runs ({real} to train or reuse from disk) into {out}/runs, {args.jobs} job(s) '
-          f'x {args.threads} thread(s)', flush=True)
+          f'x {args.threads} thread(s); this can take long: a line per finished run, with the time left '
+          f'(the first when the first run ends: a digits run takes about 4.5 minutes at --jobs 2 on a '
+          f'2-core CPU, recipes/digits/ablation.yaml about 1.5 hours in all)', flush=True)
     stop_trainers_on_signal()
     import torch
     torch.set_num_threads(args.threads)
@@ -83,12 +85,32 @@ def main(argv=None):
     if error:
         print(f'error: teacher training failed: {error}', file=sys.stderr)
         return 1
-    execute(runs, Evaluator(config.teacher, config.erf), args.jobs, args.threads, args.keep_checkpoints)
+    execute(runs, Evaluator(config.teacher, config.erf), args.jobs, args.threads, args.keep_checkpoints,
+            say=TimeLeft(real))
     report(out, runs, config, command)
     failed = sum(r.result.get('status') == 'failed' for r in runs)
     print(f'done in {time.perf_counter() - start:.0f}s: {out / "ablation.md"}, {out / "summary.csv"}, '
           f'{out / "runs.csv"}, {out / "ablation.png"}' + (f'; {failed} run(s) failed' if failed else ''))
     return 1 if failed else 0
+
+
+class TimeLeft:
+    """The runner's progress lines ('[i/N] LABEL: trained (...)') with the time left: the wall time
+    so far per trained run, times the runs not finished yet (skipped finished runs cost nothing;
+    runs that reuse another's result are listed after all the others)."""
+
+    def __init__(self, real: int):
+        self.real, self.done, self.trained, self.start = real, 0, 0, time.perf_counter()
+
+    def __call__(self, line: str, *a, **k):
+        if line.startswith('[') and ': same recipe as ' not in line:
+            self.done += 1
+            self.trained += ': trained (' in line or ': failed (' in line
+            left = self.real - self.done
+            if left and self.trained:
+                seconds = (time.perf_counter() - self.start) / self.trained * left
+                line += f'; about {seconds / 60:.0f} min left ({left} run{"s" if left > 1 else ""})'
+        print(line, *a, **k)
 
 
 if __name__ == '__main__':

@@ -13,11 +13,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from distill import benchmark, host_memory
-from distill.benchmark import BenchmarkError, Settings, deploy
 from distill.cli import Parser, int_list, positive_int
+
+# torch and distill.benchmark (which imports it) are imported after the arguments are parsed:
+# --help and argument errors in a fraction of a second instead of the seconds torch takes.
+DTYPES = ('fp32', 'bf16', 'fp16')      # the keys of distill.benchmark.DTYPES (a test checks)
 
 
 def build_parser() -> Parser:
@@ -42,7 +42,7 @@ def build_parser() -> Parser:
                    help="keep glibc malloc's defaults (by default freed host memory is kept, as the trainer's "
                         'train.keep_host_memory does; distill/host_memory.py)')
     p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
-    p.add_argument('--dtype', default='fp32', choices=list(benchmark.DTYPES), help='fp32 (default), bf16 or fp16')
+    p.add_argument('--dtype', default='fp32', choices=DTYPES, help='fp32 (default), bf16 or fp16')
     p.add_argument('--reps', type=positive_int, default=None, help='timed repetitions per row (default 7)')
     p.add_argument('--warmup', type=int, default=None, help='untimed calls per row first (default 2)')
     p.add_argument('--min-time', type=float, default=None,
@@ -63,7 +63,10 @@ def build_parser() -> Parser:
     return p
 
 
-def settings_from_args(args) -> Settings:
+def settings_from_args(args):
+    """The benchmark's Settings from the parsed arguments."""
+    import torch
+    from distill.benchmark import Settings
     return Settings(img_size=args.img_size or (32 if args.smoke else 224), device=args.device, dtype=args.dtype,
                     channels_last=args.channels_last, compile=args.compile,
                     teacher_precision=args.teacher_precision, train_layout=args.train_layout,
@@ -73,6 +76,9 @@ def settings_from_args(args) -> Settings:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+    from distill import benchmark, host_memory
+    from distill.benchmark import BenchmarkError, deploy
     try:
         settings = settings_from_args(args)
         cases = benchmark.select_forms(benchmark.resolve_archs(args.archs or ('mini' if args.smoke else 's12')),
@@ -113,7 +119,12 @@ def main(argv=None) -> int:
     print(f'load average at start: {env["load at start"]}')
     if os.cpu_count() and os.getloadavg()[0] > 0.5 * os.cpu_count():
         print('warning: the machine is busy; absolute numbers will be low (the interleaving keeps ratios fairer)')
-    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time, profile=args.profile)
+    long = '' if args.smoke else ('; this can take long (on a 2-core CPU, --archs s12,train_s12 at batch 16 took '
+                                  'about 24 minutes)')
+    print(f'plan: {len(cases)} rows x {len(batch_sizes)} batch size(s) {batch_sizes}, warm-up {warmup} and {reps} '
+          f'timed repetitions each, interleaved{long}; each repetition prints the time left', flush=True)
+    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time, profile=args.profile,
+                                   log=Progress(len(batch_sizes)))
     env['load at end'] = benchmark.load_average()
     if args.accuracy:
         deploy_accuracy(rows, args, settings.threads)
@@ -150,9 +161,40 @@ def main(argv=None) -> int:
     return 0
 
 
+class Progress:
+    """The benchmark's log with the time left: after its warm-up the timer prints 'repetition k/R
+    done' once every row has run again; this adds the estimate from the repetitions so far (later
+    batch sizes, with their builds and warm-ups, are named, not estimated)."""
+
+    def __init__(self, batch_sizes: int):
+        import time
+        self.clock = time.perf_counter
+        self.batch_sizes_left = batch_sizes
+        self.reps_start = self.clock()
+
+    def __call__(self, line: str, *a, **k):
+        import re
+        if line.startswith('timing '):
+            self.batch_sizes_left -= 1
+        done = re.match(r'\s*repetition (\d+)/(\d+) done', line)
+        if line.lstrip().startswith('warm-up '):
+            self.reps_start = self.clock()          # the repetitions start after the last warm-up
+        elif done:
+            k_, reps = int(done.group(1)), int(done.group(2))
+            left = (self.clock() - self.reps_start) / k_ * (reps - k_)
+            more = f', then {self.batch_sizes_left} more batch size(s)' if self.batch_sizes_left else ''
+            line = f'{line}: about {_minutes(left)} left at this batch size{more}'
+        print(line, *a, flush=True, **k)
+
+
+def _minutes(seconds: float) -> str:
+    return f'{seconds:.0f} s' if seconds < 90 else f'{seconds / 60:.0f} min'
+
+
 def deploy_accuracy(rows, args, threads) -> None:
     """Fill the deploy rows' accuracy columns: every route built on the trained checkpoints."""
     import models
+    from distill.benchmark import deploy
     forms = {}
     for r in rows:
         if r['group'].startswith('deploy-'):
