@@ -133,7 +133,7 @@ def best_epoch(history, best_top1):
 def closing_lines(out: Path, recipe, summary: dict, riformer: bool) -> str:
     """What a finished run says: its results, the files it wrote, the next command."""
     final, epochs = summary['final'].get('val/top1'), summary['epochs']
-    lines = [f'finished {epochs} epochs' + (f': best top-1 {summary["best_top1"]:.2f} at epoch {summary["best_epoch"]}, '
+    lines = [f'finished {epochs} epoch{"s" if epochs != 1 else ""}' + (f': best top-1 {summary["best_top1"]:.2f} at epoch {summary["best_epoch"]}, '
                                              f'final top-1 {final:.2f} (epoch {epochs})' if final is not None else '')]
     # a run without a teacher trains a model (often the next run's teacher), not a student
     kind = 'student' if recipe.teacher is not None or recipe.logit_teacher is not None else 'model'

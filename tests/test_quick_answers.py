@@ -235,3 +235,10 @@ def test_long_commands_print_the_time_left(capsys):
                                                '  warm-up a: first call 1.00 s\n'
                                                '  repetition 1/7 done (load 1.0): about 6 min left at this batch '
                                                'size, then 1 more batch size(s)')
+
+
+def test_one_epoch_is_singular(tmp_path):
+    from distill.train import closing_lines
+    summary = {'final': {'val/top1': 98.0}, 'epochs': 1, 'best_top1': 98.0, 'best_epoch': 1}
+    lines = closing_lines(tmp_path, load_recipe(ROOT / 'recipes/digits/teacher.yaml'), summary, riformer=False)
+    assert lines.startswith('finished 1 epoch: best top-1 98.00 at epoch 1')

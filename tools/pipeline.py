@@ -63,10 +63,10 @@ def main(argv=None):
     from distill.config import load_recipe
     from distill.evaluation import evaluate_checkpoint
     from distill.threads import choose_threads
-    threads, note = choose_threads()      # the trainers choose their own; this is for evaluation and timing
+    # The trainers choose their own (and each says when the machine is busy); this is for evaluation
+    # and timing, and its speed line below says when it took fewer threads than cores.
+    threads, note = choose_threads()
     torch.set_num_threads(threads)
-    if note:
-        print(note, flush=True)
     out = Path(args.out)
     extra = [f'train.epochs={args.epochs}'] if args.epochs else []
     teacher_dir, student_dir = out / 'teacher', out / 'imitation'
@@ -87,13 +87,14 @@ def main(argv=None):
     train_ips, deploy_ips = images_per_second(models.load_model(student_ckpt), models.load_deploy(deploy_ckpt), x)
 
     print(f'\nsummary (digits validation split, {deploy["images"]} images)')
-    print(f'  teacher  poolformer_mini          top-1 {teacher["top1"]:6.2f}   trained in {t_teacher:5.1f}s ({e_teacher} epochs)')
-    print(f'  student  riformer_mini (train)    top-1 {student["top1"]:6.2f}   distilled in {t_student:5.1f}s ({e_student} epochs)')
+    print(f'  teacher  poolformer_mini          top-1 {teacher["top1"]:6.2f}   trained in {t_teacher:5.1f}s ({e_teacher} epoch{"s" if e_teacher != 1 else ""})')
+    print(f'  student  riformer_mini (train)    top-1 {student["top1"]:6.2f}   distilled in {t_student:5.1f}s ({e_student} epoch{"s" if e_student != 1 else ""})')
     print(f'  deploy   riformer_mini (folded)   top-1 {deploy["top1"]:6.2f}   '
           f'check error {reparam["max_rel_error"]:.1e}')
     print(f'  deploy equals student: same prediction on {deploy["agreement"]:.2f}% of images, '
           f'max logit difference {deploy["max_logit_diff"]:.1e}')
-    print(f'  speed (batch 64, {recipe.data.image_size}px, {torch.get_num_threads()} threads): '
+    print(f'  speed (batch 64, {recipe.data.image_size}px, {threads} thread{"s" if threads > 1 else ""}'
+          f'{": the machine was busy" if note else ""}): '
           f'training form {train_ips:.0f} img/s, deploy form {deploy_ips:.0f} img/s ({deploy_ips / train_ips:.2f}x)')
     if deploy['agreement'] < 100. or deploy['max_rel_logit_diff'] > 1e-5:
         print('error: the deploy model does not reproduce the student', file=sys.stderr)
