@@ -73,7 +73,8 @@ def stop_launcher():
     accelerate (1.x) re-raises a child's non-zero exit with the tail of its stderr and a traceback,
     unless it runs with --quiet; on SIGTERM it stops its children and exits 128 + 15 without a
     traceback (launch.py, _run_subprocess / _run_torchrun). So the launcher exits 143, this
-    process 2. Nothing happens when the parent is anything else (python, a shell, torchrun).
+    process 2. Nothing happens when the parent is anything else (python, a shell, torchrun, or
+    `python -m accelerate.commands.launch`, the form the suite's multi-process tests run).
     Called by the first process only, after its error line is written (the others print nothing)."""
     import os
     import signal
