@@ -190,7 +190,8 @@ def write_run_description(writer, recipe_dict: dict, has_teacher: bool):
 
 
 def mark_unfinished(writer, epoch: int):
-    """`run/finished` 0 at the epochs done so far, flushed now: a session killed before the
-    end leaves the run marked unfinished (the end of the last epoch logs 1)."""
+    """`run/finished` 0 at `epoch` (0 for a fresh run, the first epoch a resumed session trains),
+    flushed now: a session killed before the end leaves the run marked unfinished (the end of the
+    last epoch logs 1)."""
     writer.add_scalar(FINISHED, 0., global_step=epoch)
     writer.flush()

@@ -328,7 +328,9 @@ def run(recipe, check_only=False):
         write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
                               has_teacher=(logit_teacher or teacher) is not None)
     if state.epoch < cfg.epochs and accelerator.is_main_process:
-        mark_unfinished(accelerator.get_tracker('tensorboard', unwrap=True), state.epoch)
+        # A fresh run: 0 at step 0. A resumed one: 0 at the first epoch this session trains, not at
+        # the last one done, whose 1 (a finished session) would read 0 again in TensorBoard.
+        mark_unfinished(accelerator.get_tracker('tensorboard', unwrap=True), state.epoch + 1 if state.epoch else 0)
 
     unwrapped = accelerator.unwrap_model(student)
     say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '

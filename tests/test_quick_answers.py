@@ -242,3 +242,16 @@ def test_one_epoch_is_singular(tmp_path):
     summary = {'final': {'val/top1': 98.0}, 'epochs': 1, 'best_top1': 98.0, 'best_epoch': 1}
     lines = closing_lines(tmp_path, load_recipe(ROOT / 'recipes/digits/teacher.yaml'), summary, riformer=False)
     assert lines.startswith('finished 1 epoch: best top-1 98.00 at epoch 1')
+
+
+def test_a_resumed_run_keeps_its_finished_mark(tmp_path):
+    """run/finished: 1 where a session finished stays 1 when the run is resumed for more epochs;
+    the resumed session marks 0 at the first epoch it trains, then 1 at its end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    fast = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', f'train.output_dir={tmp_path}']
+    for extra in (['train.epochs=1'], ['train.epochs=2', 'resume=true']):
+        result = run(ROOT / 'distill' / 'train.py', 'recipes/digits/plain.yaml', *fast, *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    acc = EventAccumulator(str(tmp_path / 'tb'))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars('run/finished')] == [(0, 0.), (1, 1.), (2, 0.), (2, 1.)]
