@@ -47,6 +47,23 @@ def test_help_does_not_import_torch(tool):
     assert not {'torch', 'timm', 'models', 'ultralytics'} & imported(result)
 
 
+def console_scripts() -> dict:
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / 'setup.cfg')
+    lines = [line for line in cfg['options.entry_points']['console_scripts'].splitlines() if '=' in line]
+    return dict(tuple(part.strip() for part in line.split('=', 1)) for line in lines)
+
+
+@pytest.mark.parametrize('name', sorted(console_scripts()))
+def test_installed_commands_help_without_torch(name):
+    module, func = console_scripts()[name].split(':')
+    code = f'import sys; sys.argv = [{name!r}, "--help"]; from {module} import {func}; sys.exit({func}())'
+    result = run('-c', code, flags=['-X', 'importtime'])
+    assert result.returncode == 0 and 'usage' in result.stdout.lower(), result.stderr[-2000:]
+    assert not {'torch', 'timm', 'models', 'ultralytics'} & imported(result)
+
+
 @pytest.mark.parametrize('argv,message', [
     (['reparam.py', 'x.safetensors', '--tol', 'abc'], "argument --tol: invalid float value: 'abc'"),
     (['export.py', 'x.safetensors', '--format', 'onxx'], "argument --format: invalid choice: 'onxx'"),
