@@ -8,6 +8,9 @@
     models.load_model('model.safetensors')                   # any checkpoint this project reads
     models.reparam_checkpoint('model.safetensors')           # file to checked deploy file
 """
+# `models.errors` as an attribute too when distill/errors.py loaded that module first (without
+# torch, for recipe checks and --help): a module found in sys.modules is not set on its package.
+from . import errors  # noqa: F401
 from . import riformer, teachers  # noqa: F401  (registers the timm entry points)
 from .checkpoint_io import (
     Checkpoint, ModelConfig, build_model, load_checked, read_checkpoint, read_metadata, read_state_dict,

@@ -196,6 +196,9 @@ def test_errors_are_one_class_whichever_import_came_first():
             'assert light.UsageError is models.UsageError')
     assert run('-c', code).returncode == 0
     assert run('-c', 'import models, distill.errors as light; assert light.RecipeError is models.RecipeError').returncode == 0
+    # the package attribute too, whichever came first (a module found in sys.modules is not set on its package)
+    assert run('-c', 'import distill.errors as light, models; assert models.errors.CheckpointError is light.CheckpointError'
+               ).returncode == 0
 
 
 def test_detect_help_shows_examples():
