@@ -3,14 +3,38 @@ from pathlib import Path
 
 import pytest
 import timm
+import yaml
 
 import models  # noqa: F401
 from distill.config import RecipeError, flat_keys, flatten, load_recipe
 from distill.recorders import check_pairs, default_imitated_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p for p in (ROOT / 'recipes').rglob('*.yaml')
-                 if 'detect' not in p.parts and not p.name.startswith('ablation'))     # ablation configs are not recipes
+
+
+def study_config(path: Path) -> bool:
+    """Ablation configs (`variants`) and teacher tables (`arms`) live beside the recipes."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    return 'variants' in raw or 'arms' in raw
+
+
+YAMLS = sorted(p for p in (ROOT / 'recipes').rglob('*.yaml') if 'detect' not in p.parts)
+SHIPPED = [p for p in YAMLS if not study_config(p)]
+STUDIES = [p for p in YAMLS if study_config(p)]
+
+
+@pytest.mark.parametrize('path', STUDIES, ids=lambda p: str(p.relative_to(ROOT / 'recipes')))
+def test_shipped_study_configs_validate(path):
+    """Every study config loads with its own checks, and each of its recipes with its overrides."""
+    from distill.ablation import load_ablation_config
+    from distill.ablation.teachers import load_config
+    if 'arms' in yaml.safe_load(path.read_text()):
+        for arm in load_config(path).arms:
+            load_recipe(arm.recipe, arm.overrides)
+        return
+    config = load_ablation_config(path)
+    for variant in config.variants:
+        load_recipe(variant.recipe, config.overrides + variant.overrides)
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: str(p.relative_to(ROOT / 'recipes')))
