@@ -53,6 +53,41 @@ def test_busy_cores_sees_a_spinning_process():
     assert busy is not None and busy >= 0.7
 
 
+def fake_proc_stat(busy_cpus, cpus=64, jiffies=100):
+    """Two /proc/stat texts of a `cpus`-core host `jiffies` apart: `busy_cpus` spent them in user
+    time, the others idle."""
+    def text(step):
+        lines = ['cpu  0 0 0 0 0 0 0 0 0 0']                     # the host-wide line, not read
+        for n in range(cpus):
+            user, idle = (step * jiffies, 0) if n in busy_cpus else (0, step * jiffies)
+            lines.append(f'cpu{n} {user} 0 0 {idle} 0 0 0 0 0 0')
+        return '\n'.join(lines + ['intr 0', 'ctxt 0']) + '\n'
+    return iter([text(0), text(1)])
+
+
+@pytest.mark.parametrize('allowed_busy, expected_threads, expected_busy', [
+    (False, 2, 0.0),       # pinned to 2 idle cores of a host whose 62 other cores are busy
+    (True, 1, 2.0)])       # pinned to 2 busy cores of an otherwise idle host
+def test_thread_count_reads_the_allowed_cores_of_a_busy_host(monkeypatch, allowed_busy, expected_threads,
+                                                             expected_busy):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    allowed = {6, 7}
+    busy = allowed if allowed_busy else set(range(64)) - allowed
+    monkeypatch.setattr(threads, 'allowed_cpus', lambda: set(allowed))
+    snapshots = fake_proc_stat(busy)
+    monkeypatch.setattr(threads, 'read_proc_stat', lambda: next(snapshots))
+    assert threads.busy_cores(0) == pytest.approx(expected_busy)
+    snapshots = fake_proc_stat(busy)
+    assert threads.available_cores() == 2
+    assert threads.choose_threads()[0] == expected_threads
+
+
+def test_busy_cores_without_the_allowed_cpus_lines_is_unknown(monkeypatch):
+    monkeypatch.setattr(threads, 'allowed_cpus', lambda: {100})
+    monkeypatch.setattr(threads, 'read_proc_stat', lambda: 'cpu  1 2 3 4\ncpu0 1 2 3 4\n')
+    assert threads.busy_cores(0) is None
+
+
 # --- what a run says ----------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
