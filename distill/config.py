@@ -259,6 +259,18 @@ class Recipe:
                                   f'(train.output_dir={out}); copy the file elsewhere or choose another train.output_dir')
 
 
+# Recipe keys that say how a session runs or reports, not what the run trains, each with whether a
+# resumed run may change it. The one declaration: distill/run_log.py leaves these keys out of
+# HPARAMS (the output directory is the run's name in TensorBoard already), distill/train_state.py
+# lets a resume change the resumable ones, distill/train.py reports none of them on resume.
+SESSION_KEYS = {'resume': True, 'train.progress': True, 'train.output_dir': False, 'train.threads': True,
+                'train.keep_host_memory': False, 'train.loss_balance': False, 'train.log_every': False,
+                'train.eval_every': False, 'train.checkpoint_every': False, 'train.keep_checkpoints': False,
+                'data.num_workers': False}
+# Recipe keys that may change when a run is resumed: the resumable session keys and train.epochs
+# (the schedule is rebuilt to the new length).
+RESUMABLE_CHANGES = frozenset({'train.epochs'} | {key for key, resumable in SESSION_KEYS.items() if resumable})
+
 EMBEDDED_SOURCES = ('digits', 'clutter_digits')    # generated from scikit-learn's digits, no path
 
 

@@ -14,14 +14,9 @@ from typing import Dict, List
 
 import yaml
 
-from .config import DistillConfig, Recipe, TeacherConfig, flatten
+from .config import SESSION_KEYS, DistillConfig, Recipe, TeacherConfig, flatten
 from .terms import TERMS, configured
 
-# Recipe keys that say how a session runs or reports, not what the run trains: no hparams
-# (the output directory is the run's name in TensorBoard already).
-SESSION_KEYS = ('resume', 'train.progress', 'train.output_dir', 'train.threads', 'train.keep_host_memory',
-                'train.loss_balance', 'train.log_every', 'train.eval_every', 'train.checkpoint_every',
-                'train.keep_checkpoints', 'data.num_workers')
 # data.* keys that only some sources read (the others ignore them): no hparams elsewhere.
 SOURCE_KEYS = {
     'data.path': ('folder', 'hf_disk', 'hf_name'),

@@ -39,7 +39,7 @@ from distill.train_state import (  # noqa: E402
     write_on_main, write_text_atomic)
 from distill.disk import WriteFailed, estimate_checkpoint_bytes, folder_bytes, space_warning  # noqa: E402
 from distill.integrity import checkpoints_newest_first, verified_json  # noqa: E402
-from distill.config import RecipeError, load_recipe  # noqa: E402
+from distill.config import SESSION_KEYS, RecipeError, load_recipe  # noqa: E402
 from distill.criterion import DistillationCriterion  # noqa: E402
 from distill.data import EpochSampler, build_datasets, build_mixup  # noqa: E402
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
@@ -52,7 +52,7 @@ from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from distill.terms import TERMS, describe_reductions, feature_modules, recorded_modules  # noqa: E402
 from distill.teacher import (  # noqa: E402
     compile_if_faster, compile_module, describe as describe_teacher, prepare_teacher)
-from models.errors import RIFormerError  # noqa: E402
+from models.errors import CheckpointError, RIFormerError  # noqa: E402
 
 
 def build_student(recipe, num_classes, teacher=None):
@@ -113,15 +113,13 @@ def threads_of_run(out: Path):
     train_state.json its manifest vouches for), None if unknown. Reads nothing the manifest
     check has not passed: no link, FIFO or device, no file of another size."""
     for folder in checkpoints_newest_first(out / 'checkpoints'):
-        state = verified_json(folder, 'train_state.json')
-        if state is not None:
-            threads = state.get('threads') if isinstance(state, dict) else None
-            return threads if valid_threads(threads) else None
+        raw = verified_json(folder, 'train_state.json')
+        if raw is not None:
+            try:
+                return TrainState.from_value(raw).threads or None     # 0: not recorded
+            except CheckpointError:
+                return None
     return None
-
-
-def valid_threads(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
 
 
 def best_epoch(history, best_top1):
@@ -181,14 +179,11 @@ def lr_at(update: int, lr: float, optim_cfg, epochs: int, epoch_updates: int) ->
     return optimizer.param_groups[0]['lr']
 
 
-BOOKKEEPING_KEYS = {'train.progress', 'train.log_every', 'train.loss_balance', 'train.threads'}
-
-
 def describe_resume(changes, state: TrainState, lr, optim_cfg, epoch_updates) -> List[str]:
     """What a resume with a changed recipe does, one line per changed key."""
     lines = []
     for key, (old, new) in changes.items():
-        if key in BOOKKEEPING_KEYS:        # how a run reports, not what it computes
+        if key in SESSION_KEYS:        # how a run reports, not what it computes
             continue
         line = f'resume: {key} {old} -> {new}'
         if key == 'train.epochs' and new <= state.epoch:

@@ -37,7 +37,7 @@ from models.errors import CheckpointError
 
 from .disk import WriteFailed, attempt_write
 from .integrity import MAX_STATE_BYTES, checkpoints_newest_first, choose_checkpoint, epoch_of, read_small, write_manifest
-from .config import Recipe, RecipeError, flat_keys
+from .config import RESUMABLE_CHANGES, Recipe, RecipeError, flat_keys
 
 
 
@@ -61,6 +61,12 @@ class TrainState:
             raw = json.loads(text)
         except ValueError:
             raise CheckpointError('train_state.json is not valid JSON') from None
+        return cls.from_value(raw)
+
+    @classmethod
+    def from_value(cls, raw) -> 'TrainState':
+        """The state in `raw` (train_state.json's parsed value); CheckpointError when it is not
+        an object or naming the first value of the wrong type or range."""
         if not isinstance(raw, dict):
             raise CheckpointError('train_state.json does not hold an object')
         fields_ = {f.name for f in dataclasses.fields(cls)}
@@ -89,10 +95,6 @@ _STATE_TYPES = {'epoch': _count, 'num_updates': _count, 'best_top1': _number,
 _STATE_WORDS = {'epoch': 'a count', 'num_updates': 'a count', 'best_top1': 'a number',
                 'train_seconds': 'a number of seconds', 'history': 'a list of rows', 'balance': 'a list',
                 'threads': 'a thread count (0 to 4096)'}
-
-
-# Recipe keys that may change when a run is resumed.
-RESUMABLE_CHANGES = {'resume', 'train.epochs', 'train.progress'}
 
 
 def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
