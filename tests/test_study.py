@@ -277,9 +277,9 @@ def test_teacher_table_reads_runs_against_the_declared_numbers(tmp_path):
             'history': [{'epoch': e + 1, 'val/top1': v} for e, v in enumerate(curve)], 'train_seconds': 60.0}))
     text = table(config, runs)
     stable = next(line for line in text.splitlines() if line.startswith('| stable | 3/3 |'))
-    assert stable.endswith('| 0.30 | +0.40 | meets all three |')
+    assert stable.endswith('| 0.30 | +0.40 | meets all 3 |')
     lottery = next(line for line in text.splitlines() if line.startswith('| lottery | 3/3 |'))
-    assert lottery.endswith('fails or incomplete: seed s.d., threads, last gain |')
+    assert lottery.endswith('fails or incomplete: seed s.d., last gain, threads |')
     assert f'| {statistics.stdev([93.6, 94.0, 93.0]):.2f} |' in stable
     assert '| premise | +' in text
     bad = yaml.safe_load(config_path.read_text())
