@@ -62,7 +62,7 @@ def imagenet_shares(recipe='recipes/riformer_s12.yaml', processes=8) -> Dict[str
     """Every active term's step-0 gradient share per window under each reading (the proxy of
     tools/balance.py: S12, 224 px, 1000 classes, global batch 1024)."""
     from distill.balance import READINGS
-    from distill.cli.balance import measure_windows
+    from distill.balance_proxy import measure_windows
     from distill.config import load_recipe
     out = {}
     for reading in ARMS:
