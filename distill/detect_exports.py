@@ -8,8 +8,9 @@ against the PyTorch detector on the same images.
 The exports are the ones CPU users pick: `format=onnx` and `format=openvino`, each in fp32,
 `quantize=16` (fp16 weights; ultralytics 8.4's spelling of `half=True`) and `quantize=8` (int8,
 calibrated by ultralytics on `data`: ONNX Runtime static quantization of the weighted ops for
-ONNX, NNCF for OpenVINO; `int8=True` in older versions). Each goes through `tools/detect.py
-export` (the safe loading of the checkpoint), in a folder of its own, and its decoded output
+ONNX, NNCF for OpenVINO; `int8=True` in older versions). Each goes through
+`distill.detection.export_detector` (what `tools/detect.py export` runs: the safe loading of
+the checkpoint), in a folder of its own, and its decoded output
 (boxes and class scores of every anchor) is compared with the PyTorch detector's: the relative
 error of the whole output and of the class scores alone (boxes are in pixels and dominate the
 first), and the share of anchors whose best class agrees among those PyTorch scores
@@ -53,11 +54,11 @@ def _run_openvino(folder: Path, fp32: bool):
 
 def detector_outputs(weights: Path, images: torch.Tensor) -> torch.Tensor:
     """The PyTorch detector's decoded predictions (batch, 4 + classes, anchors), loaded safely."""
-    from distill.cli import detect
+    from distill.detection import checkpoint, detector_class
     from models.handoff.safe_load import ultralytics_safe_mode
-    path = detect.checkpoint(weights)          # read without running code from it
+    path = checkpoint(weights)          # read without running code from it
     ultralytics_safe_mode()
-    net = detect.detector_class(path)(str(path)).model.float().eval()
+    net = detector_class(path)(str(path)).model.float().eval()
     with torch.no_grad():
         out = net(images)
     return out[0] if isinstance(out, (list, tuple)) else out
@@ -80,7 +81,7 @@ def check_exports(weights, imgsz: int, data: Optional[str] = None, images: Optio
     """Export `weights` in every (format, quantize) of `exports` and compare each with PyTorch
     on `images` (default: 2 seeded random images in [0, 1]). int8 needs `data` (a dataset YAML).
     A failing export is a row with its error, not an exception: the table says what works."""
-    from distill.cli import detect
+    from distill.detection import export_detector
     weights = Path(weights)
     if images is None:
         images = torch.rand(2, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
@@ -91,18 +92,15 @@ def check_exports(weights, imgsz: int, data: Optional[str] = None, images: Optio
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / weights.name
             shutil.copy(weights, copy)
-            extra = [f'quantize={quantize}'] if quantize else []
+            settings = {'format': fmt, 'imgsz': imgsz, **({'quantize': quantize} if quantize else {})}
             if quantize == 8:
                 if data is None:
                     row['error'] = 'int8 needs data= (a dataset YAML to calibrate on)'
                     rows.append(row)
                     continue
-                extra.append(f'data={data}')
+                settings['data'] = data
             try:
-                code = detect.main(['export', '--weights', str(copy), '--format', fmt, '--imgsz', str(imgsz),
-                                    '--device', 'cpu', *extra])
-                if code != 0:
-                    raise RuntimeError(f'tools/detect.py export returned {code}')
+                export_detector(copy, settings)
                 if fmt == 'onnx':
                     run = _run_onnx(next(p for p in Path(tmp).glob('*.onnx')))
                     if quantize == 8:

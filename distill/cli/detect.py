@@ -27,19 +27,16 @@ starts, and ultralytics runs in its safe mode, opening .pt files through the sam
 """
 import argparse
 import difflib
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-# Before ultralytics is imported: it reads this once, and would otherwise pip-install the
-# package of any module name a checkpoint refers to but cannot import.
-os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
+# First: it sets YOLO_AUTOINSTALL before anything imports ultralytics.
+from distill.detection import checkpoint, dataset, detector_class, existing, export_detector
+from distill.errors import UsageError  # (models/errors.py's class, without importing torch)
 
-from distill.errors import UsageError  # noqa: E402  (models/errors.py's class, without importing torch)
-
-from . import Parser, one_line_errors  # noqa: E402
+from . import Parser, one_line_errors
 
 
 def parse_overrides(items):
@@ -114,39 +111,6 @@ def need(args, *names):
     missing = [n for n in names if not getattr(args, n)]
     if missing:
         raise UsageError(f'{args.command} needs ' + ' and '.join(f'--{n}' for n in missing))
-
-
-def existing(path, what, suffixes=None) -> Path:
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UsageError(f'{path}: no such {what}')
-    if suffixes and path.suffix not in suffixes:
-        raise UsageError(f'{path}: expected a {what} ({" or ".join(suffixes)}), got {path.suffix or "no suffix"}')
-    return path.resolve()
-
-
-def checkpoint(path) -> Path:
-    """A detector checkpoint argument: there, a .pt, read without running code from it, and an
-    ultralytics detector."""
-    from models.handoff.safe_load import vet_checkpoint
-    return vet_checkpoint(existing(path, 'checkpoint', ('.pt',)), family='ultralytics')
-
-
-def dataset(path) -> Path:
-    """A dataset YAML argument: there, a .yaml, and nothing in it that ultralytics would run or
-    fetch (a download: entry)."""
-    from models.handoff.safe_load import vet_dataset
-    return vet_dataset(existing(path, 'dataset YAML', ('.yaml', '.yml')))
-
-
-def detector_class(weights):
-    from ultralytics import RTDETR, YOLO
-    # A trained checkpoint loads through ultralytics' own loader (never unpickled here); only
-    # RTDETR wires the RT-DETR validator/predictor, so reload as RTDETR when the head says so.
-    from ultralytics.nn.tasks import RTDETRDetectionModel
-    import models.handoff.yolo  # noqa: F401  (registers our layers before anything is unpickled)
-    model = YOLO(str(weights))
-    return RTDETR if isinstance(model.model, RTDETRDetectionModel) else YOLO
 
 
 def dataset_classes(path):
@@ -231,21 +195,7 @@ def cmd_predict(args, extra):
 
 def cmd_export(args, extra):
     need(args, 'weights')
-    weights = checkpoint(args.weights)
-    model = detector_class(weights)(str(weights))
-    kwargs = dict(format=args.format, imgsz=args.imgsz, **extra)
-    if kwargs.get('data'):          # int8 calibration data
-        kwargs['data'] = str(dataset(kwargs['data']))
-    if args.format == 'onnx':
-        kwargs.setdefault('simplify', False)   # onnxslim is not a dependency; no auto-install
-    if str(kwargs.get('quantize')) == '8' or str(kwargs.get('int8')).lower() == 'true':
-        # int8 for the CPU's kind (7-bit where its kernels add into saturating 16-bit sums),
-        # recorded in the export: models/quantize.py.
-        from models.quantize import third_party_int8
-        with third_party_int8(log=lambda line: print(f'int8: {line}')):
-            out = model.export(**kwargs)
-    else:
-        out = model.export(**kwargs)
+    out = export_detector(args.weights, dict(format=args.format, imgsz=args.imgsz, **extra))
     print(f'exported: {out}')
     return out
 
