@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == '__main__':
     # Before the heavy imports below (seconds): a python without the venv, --help, and every
     # mistake of the recipe and its overrides answer at once.
-    from distill.cli.train import before_imports
+    from distill.train_entry import before_imports
     before_imports(sys.argv[1:])
 import torch  # noqa: E402
 import timm  # noqa: E402
@@ -427,7 +427,7 @@ def resume_command(argv: List[str]) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ('-h', '--help'):
-        from distill.cli.train import show_help
+        from distill.train_entry import show_help
         return show_help(argv)
     check_only = '--check' in argv
     argv = [a for a in argv if a != '--check']
@@ -459,6 +459,6 @@ if __name__ == '__main__':
     code = main()
     if code == 2 and int(os.environ.get('RANK', 0)) == 0:
         # our error line is out: under `accelerate launch`, no second copy and no traceback of it
-        from distill.cli.train import stop_launcher
+        from distill.train_entry import stop_launcher
         stop_launcher()
     sys.exit(code)

@@ -134,7 +134,8 @@ def test_python_without_the_venv_gets_one_line():
 
 def test_missing_venv_names_make_setup(monkeypatch, capsys):
     import distill.cli as cli
-    monkeypatch.setattr(cli.Path, 'is_file', lambda self: False)      # no .venv/bin/python
+    import distill.venv
+    monkeypatch.setattr(distill.venv.Path, 'is_file', lambda self: False)      # no .venv/bin/python
     with pytest.raises(SystemExit) as e:
         cli.require_venv(('torch', 'no_such_package_xyz'))
     assert e.value.code == 2

@@ -3,33 +3,10 @@ the helpers they share: an argument parser whose errors are one line, argparse t
 `one_line_errors`, which turns the project's input errors into one line and exit code 2."""
 import argparse
 import functools
-import importlib.util
-import os
 import sys
-from pathlib import Path
 from typing import List
 
-# What every command needs installed; a python without them is not the project's venv.
-NEEDED = ('torch', 'timm', 'yaml')
-
-
-def require_venv(needed=NEEDED):
-    """Exit with one line naming the fix when this python lacks the project's packages (a system
-    `python` instead of .venv's): checked by name, without importing them (milliseconds)."""
-    missing = [name for name in needed if importlib.util.find_spec(name) is None]
-    if not missing:
-        return
-    root = Path(__file__).resolve().parents[2]
-
-    def short(path):
-        relative = os.path.relpath(path)
-        return path if relative.startswith('..') else relative
-    venv = root / '.venv' / 'bin' / 'python'
-    fix = (f'activate it with `source {short(root / ".venv" / "bin" / "activate")}` (or run {short(venv)} instead of python)'
-           if venv.is_file() else f'create it with `make setup` in {short(root)}, then `source .venv/bin/activate`')
-    print(f'error: {sys.executable} has no {", ".join(missing)}: the project runs in its virtual environment; {fix}',
-          file=sys.stderr)
-    sys.exit(2)
+from distill.venv import NEEDED, require_venv  # noqa: F401  (the commands' first check)
 
 
 class Parser(argparse.ArgumentParser):
