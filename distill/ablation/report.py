@@ -290,6 +290,8 @@ def ablation_figure(rows):
     ok = [r for r in rows if r['n'] and not r['reused']]     # reused rows repeat another row
     colour = run_colours([r['name'] for r in ok])
     # With several teachers, each student's dot has its teacher's grey, set a little apart.
+    for r in ok:        # rows built without teacher seeds: every student under the one teacher
+        r.setdefault('point_teachers', [None] * len(r['points']))
     teachers = sorted({t for r in ok for t in r['point_teachers'] if t is not None})
     teacher_colour = {t: str(0.15 + 0.6 * k / max(1, len(teachers) - 1)) for k, t in enumerate(teachers)}
 
