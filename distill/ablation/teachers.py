@@ -85,13 +85,12 @@ def load_config(path) -> TeacherTableConfig:
 
 def plan(config: TeacherTableConfig, arms: Optional[List[str]] = None) -> List[TeacherRun]:
     out = Path(config.output_dir)
-    runs = []
-    for arm in config.arms:
-        if arms and arm.name not in arms:
-            continue
-        runs += [TeacherRun(arm, s, 1, out / arm.name / f'seed_{s}') for s in arm.seeds]
-        runs += [TeacherRun(arm, s, config.threads, out / f'threads{config.threads}_{arm.name}' / f'seed_{s}')
-                 for s in arm.thread_seeds]
+    chosen = [arm for arm in config.arms if not arms or arm.name in arms]
+    # Every one-thread run first, the thread checks last: a thread check takes the cores of two
+    # one-thread runs, and a table stopped early should still have every arm's seeds.
+    runs = [TeacherRun(arm, s, 1, out / arm.name / f'seed_{s}') for arm in chosen for s in arm.seeds]
+    runs += [TeacherRun(arm, s, config.threads, out / f'threads{config.threads}_{arm.name}' / f'seed_{s}')
+             for arm in chosen for s in arm.thread_seeds]
     return runs
 
 
