@@ -21,14 +21,24 @@ A = [71.2, 69.8, 70.5, 72.0, 70.9, 71.5, 70.1, 71.8]
 B = [69.0, 68.1, 70.2, 68.8, 69.5, 67.9, 69.9, 68.4]
 
 
-def test_welch_matches_scipy():
+def welch_by_hand(a, b, level=0.95):
+    """Welch's interval written out (Welch-Satterthwaite degrees of freedom): the reference."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = scipy_stats.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    return diff - half, diff + half
+
+
+def test_welch_is_welchs_interval_of_a_minus_b():
     diff, low, high = welch(A, B)
-    ref = scipy_stats.ttest_ind(A, B, equal_var=False).confidence_interval(0.95)
     assert diff == pytest.approx(sum(A) / 8 - sum(B) / 8)
-    assert (low, high) == (pytest.approx(ref.low), pytest.approx(ref.high))
-    unequal = welch([1.0, 2.0, 3.0], [5.0, 5.5, 4.5, 5.2, 4.9])
-    ref = scipy_stats.ttest_ind([1.0, 2.0, 3.0], [5.0, 5.5, 4.5, 5.2, 4.9], equal_var=False).confidence_interval()
-    assert unequal[1:] == (pytest.approx(ref.low), pytest.approx(ref.high))
+    assert (low, high) == tuple(pytest.approx(x) for x in welch_by_hand(A, B))
+    small, large = [1.0, 2.0, 3.0], [5.0, 5.5, 4.5, 5.2, 4.9]          # unequal sizes and spreads
+    assert welch(small, large)[1:] == tuple(pytest.approx(x) for x in welch_by_hand(small, large))
+    assert welch(small, large, level=0.8)[1:] == tuple(pytest.approx(x) for x in welch_by_hand(small, large, 0.8))
+    assert welch(large, small)[1] == pytest.approx(-welch(small, large)[2])   # a - b, not b - a
+    assert welch([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0, 1.0)                    # no spread at all
 
 
 def test_bootstrap_is_seeded_and_brackets_the_difference():

@@ -39,14 +39,10 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95):
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f'a confidence interval needs at least 2 seeds per side, got {len(a)} and {len(b)}')
     diff = statistics.fmean(a) - statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    # Welch-Satterthwaite degrees of freedom.
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.5 + level / 2, df) * se
-    return diff, diff - half, diff + half
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
+        return diff, diff, diff                 # scipy answers nan for a zero standard error
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    return diff, float(ci.low), float(ci.high)
 
 
 def bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 10000,
