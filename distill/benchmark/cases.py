@@ -231,9 +231,14 @@ FAMILIES = [
 
 
 def resolve_archs(spec: str) -> List[Case]:
-    """`s12,s24,efficientvit_m*,fasternet` -> the cases of every token, in order, once each."""
+    """`s12,s24,efficientvit_m*,fasternet` -> the cases of every token, in order, once each.
+    A token of wildcards alone (`*`) is refused: it would time every row of every family."""
     cases, seen = [], set()
     for token in [t.strip().lower() for t in spec.split(',') if t.strip()]:
+        if not any(ch.isalnum() for ch in token):
+            raise BenchmarkError(
+                f'--archs {token!r} would time every architecture of every family (hours); name sizes '
+                f'(s12), families (efficientvit) or a pattern within one (efficientvit_m*, train_s*)')
         matched = False
         for family in FAMILIES:
             known = family.names()
@@ -248,7 +253,7 @@ def resolve_archs(spec: str) -> List[Case]:
                 f'unknown architecture {token!r}; use {", ".join(RIFORMER_SIZES)} (or riformer_/poolformer_ '
                 f'names), train_SIZE (training steps), efficientvit_m0..m5, fasternet_t0..l, or a family name (efficientvit, fasternet)')
     if not cases:
-        raise BenchmarkError('no architectures given')
+        raise BenchmarkError('--archs names no architecture; give sizes such as s12, or leave it out for the default')
     return cases
 
 

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Optional
 
 from distill.cli import Parser, int_list, positive_int
 
@@ -79,10 +80,11 @@ def main(argv=None) -> int:
     import torch
     from distill import benchmark, host_memory
     from distill.benchmark import BenchmarkError, deploy
+    from distill.errors import RIFormerError
     try:
         settings = settings_from_args(args)
-        cases = benchmark.select_forms(benchmark.resolve_archs(args.archs or ('mini' if args.smoke else 's12')),
-                                       args.forms)
+        archs = args.archs if args.archs is not None else ('mini' if args.smoke else 's12')   # '' is refused
+        cases = benchmark.select_forms(benchmark.resolve_archs(archs), args.forms)
         if args.warmup is not None and args.warmup < 0:
             raise BenchmarkError('--warmup must be >= 0')
         if args.min_time is not None and args.min_time < 0:
@@ -101,7 +103,8 @@ def main(argv=None) -> int:
         for path in (args.markdown, args.csv):
             if path is not None and not path.parent.is_dir():
                 raise BenchmarkError(f'{path}: folder {path.parent} does not exist')
-    except BenchmarkError as e:
+        trained = accuracy_inputs(args)
+    except RIFormerError as e:      # bad arguments, and a bad recipe or checkpoint of --accuracy
         print(f'error: {e}', file=sys.stderr)
         return 2
 
@@ -126,8 +129,8 @@ def main(argv=None) -> int:
     rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time, profile=args.profile,
                                    log=Progress(len(batch_sizes)))
     env['load at end'] = benchmark.load_average()
-    if args.accuracy:
-        deploy_accuracy(rows, args, settings.threads)
+    if trained:
+        deploy_accuracy(rows, args, trained, settings.threads)
     print()
     print(benchmark.format_table(rows))
     deploy_table = deploy.format_deploy_table(rows)
@@ -191,9 +194,23 @@ def _minutes(seconds: float) -> str:
     return f'{seconds:.0f} s' if seconds < 90 else f'{seconds / 60:.0f} min'
 
 
-def deploy_accuracy(rows, args, threads) -> None:
-    """Fill the deploy rows' accuracy columns: every route built on the trained checkpoints."""
+def accuracy_inputs(args) -> Optional[dict]:
+    """With --accuracy: the trained models and the recipe's batches, all read before any row is
+    timed, so that a damaged checkpoint or a bad recipe is one line at once (RIFormerError), not a
+    traceback after the whole benchmark. None without --accuracy."""
+    if not args.accuracy:
+        return None
     import models
+    from distill.benchmark import deploy
+    teacher = models.load_model(args.teacher) if args.teacher else None
+    students = [(str(path), models.load_deploy(path)) for path in args.student]
+    val, calib = deploy.validation_batches(args.accuracy)
+    return {'teacher': teacher, 'students': students, 'val': val, 'calib': calib}
+
+
+def deploy_accuracy(rows, args, inputs: dict, threads) -> None:
+    """Fill the deploy rows' accuracy columns: every route built on the trained checkpoints
+    (`inputs` from accuracy_inputs)."""
     from distill.benchmark import deploy
     forms = {}
     for r in rows:
@@ -202,19 +219,17 @@ def deploy_accuracy(rows, args, threads) -> None:
             if r['form'] not in family:
                 family.append(r['form'])
     print(f'accuracy on {args.accuracy} (validation split; calibration: 256 training images)')
-    val, calib = deploy.validation_batches(args.accuracy)
+    val, calib = inputs['val'], inputs['calib']
     results, named = {}, {}
-    if args.teacher and forms.get('poolformer'):
-        teacher = models.load_model(args.teacher)
-        named[str(args.teacher)] = deploy.route_accuracy(forms['poolformer'], teacher, val, calib, threads,
-                                                         name=str(args.teacher))
+    if inputs['teacher'] is not None and forms.get('poolformer'):
+        named[str(args.teacher)] = deploy.route_accuracy(forms['poolformer'], inputs['teacher'], val, calib,
+                                                         threads, name=str(args.teacher))
         results['poolformer'] = [named[str(args.teacher)]]
-    if args.student and forms.get('riformer'):
+    if inputs['students'] and forms.get('riformer'):
         results['riformer'] = []
-        for path in args.student:
-            named[str(path)] = deploy.route_accuracy(forms['riformer'], models.load_deploy(path), val, calib,
-                                                     threads, name=str(path))
-            results['riformer'].append(named[str(path)])
+        for name, student in inputs['students']:
+            named[name] = deploy.route_accuracy(forms['riformer'], student, val, calib, threads, name=name)
+            results['riformer'].append(named[name])
     args.accuracy_results = named
     for r in rows:
         family = 'poolformer' if r['model'].startswith('poolformer') else 'riformer'
