@@ -131,16 +131,33 @@ def load_efficient_deploy(path, metadata: dict, tensors: dict, features_only=Fal
                           out_indices: Optional[Sequence[int]] = None) -> nn.Module:
     """Rebuild a deploy file written by `save_efficient_deploy` (tensors/metadata already read)."""
     from .checkpoint_io import load_checked
-    config = json.loads(metadata.get('config', '{}'))
-    name = config.get('arch', metadata.get('arch'))
-    _check_name(name)
-    model = create_deploy(name, num_classes=int(config.get('num_classes', 0)))
+    name, num_classes = stored_config(path, metadata)
+    model = create_deploy(name, num_classes=num_classes)
     try:
         load_checked(model, tensors, what=f'{path}')
     except CheckpointError as e:
         raise CheckpointError(f'{path}: {e}') from None
     model.eval()
     return as_features(model, out_indices) if features_only else model
+
+
+def stored_config(path, metadata: dict):
+    """(name, num_classes) of a deploy file's `config` metadata, checked before anything is built:
+    JSON object, a known backbone, a class count up to 100000 (the bound of our own configs), so
+    that an edited file cannot ask for an unbounded head or give a traceback."""
+    try:
+        config = json.loads(metadata.get('config', '{}'))
+    except ValueError:
+        raise CheckpointError(f'{path}: its metadata config is not valid JSON') from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{path}: its metadata config is not a JSON object')
+    name = config.get('arch', metadata.get('arch'))
+    _check_name(name)
+    num_classes = config.get('num_classes', 0)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 0 <= num_classes <= 100_000:
+        raise CheckpointError(f'{path}: its metadata config has num_classes = {str(num_classes)[:60]}, '
+                              f'not a class count up to 100000')
+    return name, num_classes
 
 
 def as_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None) -> nn.Module:

@@ -117,3 +117,31 @@ def test_files_written_now_carry_both_checksums_and_read_back(student, tmp_path,
     deploy = metadata_of(tmp_path / 'deploy.safetensors')
     assert deploy[METADATA_CHECKSUM_KEY] == metadata_sha256(deploy)       # recomputed, not copied
     assert models.load_deploy(tmp_path / 'deploy.safetensors') is not None
+
+
+@pytest.fixture
+def efficient_deploy(tmp_path):
+    """An EfficientViT-M0 deploy file as tools/export.py --format deploy writes it."""
+    from models.efficient import create_deploy, save_efficient_deploy
+    path = tmp_path / 'efficientvit_m0.deploy.safetensors'
+    save_efficient_deploy(path, 'efficientvit_m0', create_deploy('efficientvit_m0', num_classes=10))
+    return path
+
+
+@pytest.mark.parametrize('config, words', [
+    (json.dumps({'arch': 'efficientvit_m0', 'num_classes': 10 ** 9}), 'num_classes = 1000000000, not a class count'),
+    (json.dumps({'arch': 'efficientvit_m0', 'num_classes': 'abc'}), 'num_classes = abc, not a class count'),
+    ('[1]', 'its metadata config is not a JSON object'),
+    ('{x', 'its metadata config is not valid JSON'),
+    (json.dumps({'arch': 'resnet50', 'num_classes': 10}), "unknown efficient backbone 'resnet50'"),
+])
+def test_an_efficient_deploy_files_config_is_checked_before_it_is_used(config, words, efficient_deploy, tmp_path,
+                                                                       capsys):
+    """The config of an EfficientViT / FasterNet deploy file: an edited one (checksums
+    recomputed) asked for a 768 GB head or gave a traceback; now one line before any build."""
+    assert models.load_deploy(efficient_deploy).head is not None          # the intact file loads
+    rewrite(efficient_deploy, lambda metadata: metadata.update(config=config))
+    with pytest.raises(models.CheckpointError, match=words):
+        models.load_deploy(efficient_deploy)
+    err = one_line(capsys, TOOLS['export'](efficient_deploy, tmp_path))
+    assert words in err, err

@@ -1,12 +1,11 @@
 """One entry point for every deploy backbone: a checkpoint path or an efficient backbone name."""
-import json
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..checkpoint_io import ModelConfig, read_checkpoint, read_metadata
-from ..efficient import EFFICIENT_NAMES, FORMAT as EFFICIENT_FORMAT, as_features
+from ..efficient import EFFICIENT_NAMES, FORMAT as EFFICIENT_FORMAT, as_features, stored_config
 from ..errors import CheckpointError
 from ..loader import clean_source, load_model
 from ..riformer import ARCHS, arch_name
@@ -103,6 +102,5 @@ def _is_efficient_deploy(path) -> bool:
 def _file_arch(path) -> object:
     metadata = read_metadata(path)
     if metadata.get('format') == EFFICIENT_FORMAT:
-        config = json.loads(metadata.get('config', '{}'))
-        return config.get('arch', metadata.get('arch'))
+        return stored_config(path, metadata)[0]
     return _arch_record(read_checkpoint(path).config)
