@@ -97,11 +97,28 @@ _STATE_WORDS = {'epoch': 'a count', 'num_updates': 'a count', 'best_top1': 'a nu
                 'threads': 'a thread count (0 to 4096)'}
 
 
+MAX_RECIPE_BYTES = 1 << 20       # a run's recipe.yaml is a few kB
+
+
+def saved_recipe_keys(saved: Path) -> Dict[str, Any]:
+    """The flat keys of a run's saved recipe.yaml, read only from a regular file of bounded size
+    (a link to /dev/zero or a FIFO is never opened); RecipeError naming the file otherwise."""
+    try:
+        raw = yaml.safe_load(read_small(saved, MAX_RECIPE_BYTES)) or {}
+    except (OSError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(f'{saved}: not the recipe a run of ours saved ({first}); '
+                          f'choose another train.output_dir') from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f'{saved}: not the recipe a run of ours saved (not a mapping); choose another train.output_dir')
+    return flat_keys(raw)
+
+
 def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
     """Refuse to mix two runs in one directory; return the saved recipe path."""
     saved = out / 'recipe.yaml'
-    if saved.exists():
-        old = flat_keys(yaml.safe_load(saved.read_text()) or {})
+    if os.path.lexists(saved):
+        old = saved_recipe_keys(saved)
         new = flat_keys(recipe_dict)
         # A key the saved recipe lacks (written by an older version) had its default value.
         defaults = flat_keys(Recipe().to_dict())
@@ -121,9 +138,9 @@ def guard_output_dir(out: Path, recipe_dict: dict, resume: bool):
 def resumed_changes(out: Path, recipe_dict: dict) -> Dict[str, Tuple[Any, Any]]:
     """{key: (saved, now)} of the recipe keys a resume may change (`RESUMABLE_CHANGES`)."""
     saved = out / 'recipe.yaml'
-    if not saved.exists():
+    if not os.path.lexists(saved):
         return {}
-    old, new = flat_keys(yaml.safe_load(saved.read_text()) or {}), flat_keys(recipe_dict)
+    old, new = saved_recipe_keys(saved), flat_keys(recipe_dict)
     return {k: (old.get(k), new.get(k)) for k in sorted(RESUMABLE_CHANGES - {'resume'})
             if old.get(k) != new.get(k)}
 

@@ -129,3 +129,21 @@ def test_a_pickle_in_a_checkpoint_is_refused_in_one_line(finished, tmp_path, cap
     lines = flagged(err)
     assert code == 2 and len(lines) == 1 and 'holds Python objects' in lines[0], err
     assert 'weights_only=False' not in err and not marker.exists()
+
+
+@pytest.mark.parametrize('recipe', ['/dev/zero', 'fifo', 'not yaml'])
+def test_a_runs_saved_recipe_is_checked_before_it_is_read(recipe, finished, tmp_path, capsys):
+    """recipe.yaml, which every start in an existing output_dir compares with: a link to
+    /dev/zero or a FIFO is never opened (a MemoryError, a hang), broken YAML is one line."""
+    run = copy_run(finished, tmp_path / 'run')
+    saved = run / 'recipe.yaml'
+    saved.unlink()
+    if recipe == 'fifo':
+        os.mkfifo(saved)
+    elif recipe == '/dev/zero':
+        saved.symlink_to(recipe)
+    else:
+        saved.write_text('train: [unclosed\n')
+    code, _, err = returns_within(60, train, capsys, run, 'train.epochs=4', 'resume=true')
+    lines = flagged(err)
+    assert code == 2 and len(lines) == 1 and f'{saved}: not the recipe a run of ours saved' in lines[0], err
