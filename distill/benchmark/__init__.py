@@ -6,7 +6,8 @@ interleaved repetitions (one measurement of each row per repetition, the order r
 repetition), so that load from other processes spreads over all rows instead of hitting one.
 A row reports the median over repetitions and the interquartile range.
 
-    cases.py   settings, rows (`Case`) and the case families behind `--archs`
+    case.py    one row (`Case`) and the settings every row is built with
+    cases.py   the case families behind `--archs`
     training.py  plain vs module-imitation training steps, timed per phase
     timing.py  the interleaved timer (also used by tools/pipeline.py)
     report.py  medians, speedups, table / markdown / CSV

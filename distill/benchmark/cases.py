@@ -1,5 +1,5 @@
-"""What the benchmark times: settings, rows (`Case`) and the families that turn an
-architecture token into rows.
+"""What the benchmark times: the families that turn an architecture token into rows (`Case`
+and `Settings` live in case.py, which every family imports).
 
 Rows come from *case families* (`FAMILIES`): a family turns an architecture token from `--archs`
 into a list of `Case`s, each of which builds one timed step. The `train_SIZE` family times
@@ -20,65 +20,12 @@ import torch
 import torch.nn as nn
 
 import models  # registers riformer_* and poolformer_mini with timm
-from models.errors import UsageError
 
+from .case import DTYPES, BenchmarkError, Case, Settings, Step, random_images  # noqa: F401  (also importable from here)
 from .deploy import deploy_cases, trained_like
 from .training import training_cases
 
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 RIFORMER_SIZES = [name[len('riformer_'):] for name in models.ARCHS]     # s12 ... m48, mini
-
-
-class BenchmarkError(UsageError):
-    """Bad input: reported as one `error:` line and exit code 2."""
-
-
-@dataclass
-class Settings:
-    """What every case is built and timed with (from the command line)."""
-    img_size: int = 224
-    device: str = 'cpu'
-    dtype: str = 'fp32'
-    channels_last: bool = False
-    compile: bool = False
-    threads: int = 1
-    num_classes: int = 1000
-    teacher_precision: str = 'auto'         # training rows' 'imitation-step' teacher: fp32 | bf16 | auto
-    train_layout: str = 'channels_last'     # training rows: channels_last (the trainer's default) | nchw
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
-
-    def check(self) -> 'Settings':
-        """Raise BenchmarkError for a device / dtype pair that cannot run here."""
-        device = self.device
-        if device != 'cpu' and not device.startswith('cuda'):
-            raise BenchmarkError(f'unknown device {device!r}; use cpu or cuda[:N]')
-        if device.startswith('cuda') and not torch.cuda.is_available():
-            raise BenchmarkError(f'device {device!r} asked for, but CUDA is not available here')
-        if self.dtype == 'fp16' and device == 'cpu':
-            raise BenchmarkError('fp16 needs --device cuda; use bf16 or fp32 on CPU')
-        if self.teacher_precision not in ('fp32', 'bf16', 'auto'):
-            raise BenchmarkError(f'teacher precision {self.teacher_precision!r}: use fp32, bf16 or auto')
-        if self.train_layout not in ('channels_last', 'nchw'):
-            raise BenchmarkError(f'train layout {self.train_layout!r}: use channels_last or nchw')
-        return self
-
-
-Step = Callable[[], object]
-
-
-@dataclass
-class Case:
-    """One table row: a model in one form. `make(settings, batch)` builds everything the row
-    needs and returns the step to time (one call = one batch). Rows sharing a `group` share the
-    speedup baselines: the case with role 'poolformer' and the one with role 'plain'."""
-    model: str
-    form: str
-    group: str
-    make: Callable[[Settings, int], Step]
-    role: str = ''
 
 
 @dataclass
@@ -99,14 +46,6 @@ def prepare_model(model: nn.Module, settings: Settings) -> nn.Module:
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return torch.compile(model) if settings.compile else model
-
-
-def random_images(settings: Settings, batch: int) -> torch.Tensor:
-    # Seeded, so that every row of a run sees the same batch.
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, settings.img_size, settings.img_size, generator=g)
-    x = x.to(settings.device, settings.torch_dtype)
-    return x.contiguous(memory_format=torch.channels_last) if settings.channels_last else x
 
 
 def torch_step(build: Callable[[Settings], nn.Module]) -> Callable[[Settings, int], Step]:

@@ -118,7 +118,7 @@ def _float(fn) -> Runner:
 
 
 def deploy_cases(size: str) -> list:
-    from .cases import Case
+    from .case import Case
     teacher, student = f'poolformer_{size}', f'riformer_{size}'
     group = f'deploy-{size}'
 

@@ -10,7 +10,7 @@ import numpy as np
 import timm
 import torch
 
-from .cases import Case, Settings
+from .case import Case, Settings
 from .table import render_table
 from .training import PHASES
 

@@ -105,7 +105,7 @@ class TrainingStep:
 
 
 def training_cases(size: str) -> list:
-    from .cases import Case
+    from .case import Case
 
     group = f'train-{size}'
     model = f'riformer_{size}'
@@ -131,7 +131,7 @@ def make_training_step(size: str, precision: Optional[str], fused: bool = True, 
     from distill.recorders import default_imitated_blocks
     from distill.teacher import compile_module, prepare_teacher
 
-    from .cases import random_images
+    from .case import random_images
     from .timing import synchronizer
 
     def make(settings, batch: int):
