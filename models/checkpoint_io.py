@@ -352,7 +352,7 @@ def build_model(ckpt: Checkpoint, arch: Optional[str] = None, **kwargs) -> RIFor
     return model.eval()
 
 
-def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]):
+def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
     """Write a safetensors file atomically: a crash mid-write leaves the previous file (or
     none), never half a file.
 
@@ -360,9 +360,6 @@ def write_safetensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str
         path: the output file (its folder must exist).
         tensors: name -> tensor (made contiguous; shared storage is copied).
         metadata: string -> string, stored in the file's header.
-
-    Returns:
-        None.
 
     Example:
         >>> write_safetensors('weights.safetensors', model.state_dict(), {'format': 'timm'})   # doctest: +SKIP
@@ -521,16 +518,13 @@ def safetensors_problem(path) -> Optional[str]:
     return None
 
 
-def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None):
+def save_model(path, model: RIFormer, extra: Optional[Dict[str, str]] = None) -> None:
     """Save a RIFormer with the metadata that `read_checkpoint` and `models.load_model` rebuild it from.
 
     Args:
         path: the output .safetensors file.
         model: a RIFormer in any form.
         extra: more metadata (strings), e.g. {'image_size': '224'}.
-
-    Returns:
-        None.
 
     Example:
         >>> import timm

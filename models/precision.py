@@ -39,9 +39,6 @@ def bf16_native() -> str:
 def bf16_note() -> Optional[str]:
     """Why the bf16 form would be slow on this CPU, or None where bf16 is native.
 
-    Args:
-        none.
-
     Returns:
         None on CPUs with AVX512-BF16 / AMX that PyTorch uses, else a one-line note.
 
