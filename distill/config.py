@@ -88,6 +88,19 @@ class DataConfig:
     label_smoothing: float = 0.0
     label_fraction: float = 1.0             # share of training images whose labels CE may see
     num_workers: int = 0
+    # DataLoader settings (tools/loader_bench.py measures them). pin_memory: page-locked batches
+    # and non-blocking copies, used only when the run computes on a CUDA device (on a CPU there
+    # is no copy to overlap). persistent_workers: keep the workers across epochs; this saves their
+    # start (seconds) per epoch, but a killed run then resumes with freshly seeded workers where
+    # the uninterrupted one continued, so a resume is no longer exact. prefetch_factor: batches
+    # in flight per worker (null: torch's 2); only with num_workers > 0.
+    pin_memory: bool = True
+    persistent_workers: bool = False
+    prefetch_factor: Optional[int] = None
+    # A fixed subset of this many images of each split (null: all): a short epoch for a
+    # rehearsal of a recipe (tools/rehearse.py), never for a result.
+    max_train_images: Optional[int] = None
+    max_val_images: Optional[int] = None
     # Evaluation resize / centre crop (resize to image_size / crop_pct, then crop). None: the
     # student's pretrained config in timm (PoolFormer / RIFormer: bicubic, crop_pct 0.9 for S
     # sizes, 0.95 for M), as those models are evaluated; the embedded sources are drawn at
@@ -206,6 +219,12 @@ class Recipe:
             raise RecipeError(f'data.label_fraction {data.label_fraction}: must be in (0, 1]')
         if data.label_fraction < 1 and (data.mixup or data.cutmix):
             raise RecipeError('data.label_fraction < 1 cannot be combined with mixup/cutmix (mixing blends labelled and unlabelled targets)')
+        if data.prefetch_factor is not None and (data.prefetch_factor < 1 or data.num_workers == 0):
+            raise RecipeError(f'data.prefetch_factor {data.prefetch_factor}: needs data.num_workers > 0 and a '
+                              f'value of at least 1 (or null: torch\'s 2)')
+        for key in ('max_train_images', 'max_val_images'):
+            if getattr(data, key) is not None and getattr(data, key) < 1:
+                raise RecipeError(f'data.{key} {getattr(data, key)}: must be at least 1 (or null: all images)')
         if data.re_mode not in ('pixel', 'rand', 'const'):
             raise RecipeError(f'data.re_mode {data.re_mode!r}: use pixel (DeiT), rand or const')
         if data.eval_crop_pct is not None and not 0 < data.eval_crop_pct <= 1:
@@ -266,7 +285,8 @@ class Recipe:
 SESSION_KEYS = {'resume': True, 'train.progress': True, 'train.output_dir': False, 'train.threads': True,
                 'train.keep_host_memory': False, 'train.loss_balance': False, 'train.log_every': False,
                 'train.eval_every': False, 'train.checkpoint_every': False, 'train.keep_checkpoints': False,
-                'data.num_workers': False}
+                'data.num_workers': False, 'data.pin_memory': False, 'data.persistent_workers': False,
+                'data.prefetch_factor': False}
 # Recipe keys that may change when a run is resumed: the resumable session keys and train.epochs
 # (the schedule is rebuilt to the new length).
 RESUMABLE_CHANGES = frozenset({'train.epochs'} | {key for key, resumable in SESSION_KEYS.items() if resumable})

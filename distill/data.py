@@ -144,9 +144,19 @@ def build_datasets(cfg: DataConfig, seed: int, arch: Optional[str] = None) -> Tu
         train, val, num_classes = _folder(cfg, train_tf, val_tf)
     else:
         train, val, num_classes = _hf(cfg, train_tf, val_tf)
+    train, val = fixed_subset(train, cfg.max_train_images), fixed_subset(val, cfg.max_val_images)
     if cfg.label_fraction < 1:
         train = LabelMasked(train, cfg.label_fraction, seed)
     return train, val, num_classes
+
+
+def fixed_subset(dataset: Dataset, size: Optional[int]) -> Dataset:
+    """`size` images of `dataset`, the same ones for every seed and process (a draw of seed 0,
+    in dataset order); the dataset itself when `size` is None or not smaller."""
+    if size is None or size >= len(dataset):
+        return dataset
+    keep = np.sort(np.random.RandomState(0).permutation(len(dataset))[:size])
+    return torch.utils.data.Subset(dataset, keep.tolist())
 
 
 def data_path_problems(cfg: DataConfig) -> List[str]:
@@ -221,6 +231,33 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return self.n
+
+
+def loader_settings(cfg: DataConfig, device: torch.device) -> dict:
+    """The DataLoader keywords of the recipe's data section: workers, and pinned memory only
+    when the batches go to a CUDA device (on a CPU there is no host-to-device copy to overlap)."""
+    settings = {'num_workers': cfg.num_workers, 'pin_memory': cfg.pin_memory and device.type == 'cuda'}
+    if cfg.num_workers > 0:
+        settings['persistent_workers'] = cfg.persistent_workers
+        if cfg.prefetch_factor is not None:
+            settings['prefetch_factor'] = cfg.prefetch_factor
+    return settings
+
+
+def worker_shortfall(cfg: DataConfig, local_processes: int, cores: int) -> Optional[str]:
+    """A note when the loader workers of this machine's training processes, and the processes
+    themselves, want more cores than it has: the workers then share cores and feed fewer images/s
+    than the recipe assumes (docs/RESULTS.md, the ImageNet-scale rehearsal: how many worker cores
+    one GPU needs)."""
+    wanted = local_processes * (cfg.num_workers + 1)
+    if cfg.num_workers == 0 or wanted <= cores:
+        return None
+    fit = cores // local_processes - 1
+    advice = (f'data.num_workers={fit} fits' if fit >= 1 else
+              'not even one worker per process fits, so the steps will wait for data')
+    return (f'note: {local_processes} training process(es) x {cfg.num_workers} loader workers want {wanted} cores with '
+            f'the processes themselves, this machine has {cores}: the workers share cores and deliver fewer images/s; '
+            f'{advice}')
 
 
 def build_mixup(cfg: DataConfig, num_classes: int):

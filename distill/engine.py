@@ -72,6 +72,8 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         'train/top1': 100. * top1 / max(labelled, 1.),
         'train/top5': 100. * top5 / max(labelled, 1.),
         'train/images_per_sec': seen_all / elapsed,
+        # seconds this process waited for the loader: near 0 when the workers keep up
+        'train/data_wait': progress.waited,
         'epoch_time': elapsed,
     }
 
@@ -87,9 +89,17 @@ class Progress:
         self.bar = tqdm(loader, desc=self.label, leave=False) if enabled and sys.stderr.isatty() else None
         self.lines = enabled and self.bar is None
         self.step = 0
+        self.waited = 0.       # seconds spent waiting for the next batch
 
     def __iter__(self):
-        for item in (self.bar if self.bar is not None else self.loader):
+        items = iter(self.bar if self.bar is not None else self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - start
             self.step += 1
             yield item
 
