@@ -356,9 +356,25 @@ def openvino_target(ov_model) -> Optional[str]:
 OV_PRECISIONS = {'fp32': 'f32', 'bf16': 'bf16'}
 
 
+def openvino_refusal() -> Optional[str]:
+    """Why OpenVINO cannot run in this process, or None. oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA),
+    which stands in for another CPU in PyTorch, reaches only part of OpenVINO's CPU plugin: with
+    AVX2 on an AVX-512 CPU its bf16 models gave empty outputs and its int8 models crashed the
+    process (a segfault, no Python error)."""
+    from .cpu import onednn_isa_cap
+    cap = onednn_isa_cap()
+    if cap:
+        return (f'OpenVINO does not follow ONEDNN_MAX_CPU_ISA={cap} (its int8 kernels crash under it); '
+                f'unset ONEDNN_MAX_CPU_ISA for OpenVINO')
+    return None
+
+
 def openvino_runner(ov_model, threads: Optional[int] = None, precision: Optional[str] = 'fp32'):
     """A compiled OpenVINO CPU model as a callable tensor -> tensor. `precision`: 'fp32' or
     'bf16' for fp32 models; None for int8 models (OpenVINO picks the int8 kernels)."""
+    refusal = openvino_refusal()
+    if refusal:
+        raise UsageError(refusal)
     ov = _require('openvino')
     config = {'INFERENCE_NUM_THREADS': threads or torch.get_num_threads(), 'PERFORMANCE_HINT': 'LATENCY'}
     _warn_if_saturates(openvino_target(ov_model), 'openvino', 'openvino_runner')

@@ -7,7 +7,7 @@ import torch
 import models
 from distill.benchmark import deploy
 from distill.cli import benchmark as benchmark_tool
-from helpers import randomize
+from helpers import randomize, skip_openvino_under_onednn_cap
 
 FAST_FORMS = 'fp32,bf16,ort,ort-int8,openvino,openvino-int8'
 
@@ -38,6 +38,7 @@ def checkpoints(tmp_path_factory):
 
 def test_deploy_routes_table_with_accuracy_and_breakdown(checkpoints, tmp_path, capsys):
     pytest.importorskip('openvino')
+    skip_openvino_under_onednn_cap()            # the table has OpenVINO rows
     student, teacher = checkpoints
     md = tmp_path / 'deploy.md'
     code = benchmark_tool.main(['--smoke', '--archs', 'deploy_mini', '--forms', FAST_FORMS, '--threads', '1',
@@ -114,3 +115,20 @@ def test_paired_ratios_and_categories():
     assert deploy.categorize('graph_0_cpp_fused_gelu_quantize_per_tensor_2') == 'elementwise'
     assert deploy.categorize('graph_0_cpp_fused_quantize_per_tensor_0') == 'quant/dequant'
     assert deploy.categorize('## Call CompiledFxGraph None ##') == 'compiled-graph overhead'
+
+
+def test_openvino_rows_are_skipped_with_a_reason_under_onednn_isa_cap(monkeypatch, capsys):
+    """OpenVINO's int8 kernels crash the process under ONEDNN_MAX_CPU_ISA: the benchmark says so
+    and times the other rows; a direct call answers with one line instead of a segfault."""
+    from models import quantize as q
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    code = benchmark_tool.main(['--smoke', '--archs', 'deploy_mini', '--forms', 'fp32,openvino-int8',
+                                '--threads', '1', '--reps', '1'])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert 'skip riformer_mini openvino-int8: OpenVINO does not follow ONEDNN_MAX_CPU_ISA=AVX2' in out
+    assert [(r[0], r[1]) for r in deploy_table(out)[1]] == [('poolformer_mini', 'fp32'), ('riformer_mini', 'fp32')]
+    with pytest.raises(q.UsageError, match='unset ONEDNN_MAX_CPU_ISA'):
+        q.openvino_runner(object())
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
+    assert q.openvino_refusal() is None

@@ -14,6 +14,8 @@ A row reports the median over repetitions and the interquartile range.
 """
 from typing import List, Sequence
 
+from models.quantize import openvino_refusal
+
 from .cases import (
     DTYPES, FAMILIES, RIFORMER_SIZES, BenchmarkError, Case, Family, Settings, ort_applicable, resolve_archs,
     select_forms)
@@ -37,6 +39,9 @@ def run_benchmark(cases: List[Case], settings: Settings, batch_sizes: Sequence[i
         for i, case in enumerate(cases):
             if case.form.endswith('-ort') and not ort_applicable(settings):
                 log(f'  skip {case.model} {case.form}: ONNX Runtime rows run on CPU in fp32 only')
+                continue
+            if deploy.FORMS.get(case.form, ('', ''))[1] == 'openvino' and openvino_refusal():
+                log(f'  skip {case.model} {case.form}: {openvino_refusal()}')
                 continue
             log(f'  build {case.model} ({case.form}), batch {batch}')
             steps[i] = case.make(settings, batch)
