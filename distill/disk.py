@@ -25,6 +25,7 @@ RNG_FILES_BYTES = 64 * 2 ** 10      # rng_N.json and random_states_N.pkl of one 
 class WriteFailed(Exception):
     """A file of the run could not be written; the message names it, why, the free space and
     the last good checkpoint. `when` says when to resume (once space is free, ...)."""
+    same_on_every_process = True     # every process stops with the failure any of them met
 
     def __init__(self, failure: dict, last_good: Optional[Path]):
         folder = Path(failure['folder'])

@@ -13,6 +13,7 @@ from .data import data_path_problems
 
 class InputErrors(RecipeError):
     """Several problems with a run's inputs; `problems` holds one message per problem."""
+    same_on_every_process = True     # every process checks the same inputs: one report
 
     def __init__(self, problems: List[str]):
         super().__init__('; '.join(problems))

@@ -15,7 +15,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import List
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == '__main__':
@@ -35,7 +36,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 import models  # noqa: E402
 from distill import balance, host_memory  # noqa: E402
 from distill.train_state import (  # noqa: E402
-    NoIntactCheckpoint, TrainState, load_checkpoint, resume_checkpoint, resumed_changes, save_checkpoint,
+    TrainState, load_checkpoint, resume_checkpoint, resumed_changes, save_checkpoint,
     write_on_main, write_text_atomic)
 from distill.disk import WriteFailed, estimate_checkpoint_bytes, folder_bytes, space_warning  # noqa: E402
 from distill.integrity import checkpoints_newest_first, verified_json  # noqa: E402
@@ -52,7 +53,8 @@ from distill.recorders import check_pairs, default_imitated_blocks  # noqa: E402
 from distill.terms import TERMS, describe_reductions, feature_modules, recorded_modules  # noqa: E402
 from distill.teacher import (  # noqa: E402
     compile_if_faster, compile_module, describe as describe_teacher, prepare_teacher)
-from models.errors import CheckpointError, RIFormerError  # noqa: E402
+from distill.errors import error_lines as default_error_lines, one_line_errors  # noqa: E402
+from models.errors import CheckpointError  # noqa: E402
 
 
 def build_student(recipe, num_classes, teacher=None):
@@ -215,193 +217,320 @@ def make_accelerator(recipe, out):
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(recipe))])
 
 
+@dataclass
+class Session:
+    """One session of a run: what the phases of `run` hand each other. `build` fills in the data,
+    models and criterion, `prepare_training` the optimizer, loaders and schedule,
+    `resume_or_start` the state, which `fit` advances epoch by epoch."""
+    recipe: Any
+    out: Path
+    accelerator: Any
+    train_set: Any = None
+    val_set: Any = None
+    num_classes: int = 0
+    teacher: Any = None
+    logit_teacher: Any = None
+    student: Any = None
+    blocks: list = field(default_factory=list)           # the imitated blocks
+    feature_names: dict = field(default_factory=dict)    # {term: modules}, what the recorders hook
+    layout: Any = torch.contiguous_format
+    global_batch: int = 0
+    criterion: Any = None
+    lr: float = 0.
+    optimizer: Any = None
+    train_loader: Any = None
+    val_loader: Any = None
+    epoch_updates: int = 0
+    scheduler: Any = None
+    mixup: Any = None
+    participation: Any = None
+    state: TrainState = field(default_factory=TrainState)
+    changes: dict = field(default_factory=dict)          # the recipe keys a resume changed
+    resume_from: Optional[Path] = None                   # the checkpoint this session continues
+    last_ckpt: Optional[Path] = None                     # the newest checkpoint written
+    metrics: dict = field(default_factory=dict)          # of the last epoch
+    started: float = 0.                                  # perf_counter when fitting began
+
+    def say(self, line: str):
+        self.accelerator.print(line)
+
+    def teachers(self):
+        """(model, its recipe section) of the teacher and the logit teacher (None where absent)."""
+        return ((self.teacher, self.recipe.teacher), (self.logit_teacher, self.recipe.logit_teacher))
+
+
 def run(recipe, check_only=False):
-    cfg = recipe.train
-    out = Path(cfg.output_dir)
+    """Train a student from `recipe` and return its final metrics; with `check_only`, build
+    everything, measure the loss balance where the run would, and train nothing ({})."""
+    session = build(recipe)
+    if check_only:
+        return check(session)
+    prepare_training(session)
+    resume_or_start(session)
+    fit(session)
+    return finish(session)
+
+
+def build(recipe) -> Session:
+    """Every input checked (all problems at once), the threads chosen, then the accelerator,
+    the data, the teachers, the student and the criterion."""
+    cfg, out = recipe.train, Path(recipe.train.output_dir)
     problems = check_inputs(recipe)        # files, folders, names, output_dir: all at once
     if problems:
         raise InputErrors(problems)
     if cfg.keep_host_memory:
         host_memory.keep_freed_memory()
+    choose_run_threads(recipe, out)
+    accelerator = make_accelerator(recipe, out)
+    accelerator.wait_for_everyone()     # every process checks before the main one writes
+    set_seed(cfg.seed)
+    s = Session(recipe, out, accelerator)
+    s.train_set, s.val_set, s.num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
+    s.teacher, s.logit_teacher = build_teachers(recipe, s.num_classes)
+    s.student = build_student(recipe, s.num_classes, s.teacher)
+    build_criterion(s)
+    return s
+
+
+def choose_run_threads(recipe, out: Path):
     if int(os.environ.get('WORLD_SIZE', 1)) == 1 and not torch.cuda.is_available():
         # A busy machine: fewer threads, not a slower run. A resume keeps the run's thread count:
         # float sums, and so the weights, depend on it.
-        threads, note = choose_threads(cfg.threads or (threads_of_run(out) if recipe.resume else None))
+        threads, note = choose_threads(recipe.train.threads or (threads_of_run(out) if recipe.resume else None))
         torch.set_num_threads(threads)
         if note:
             print(note, flush=True)
-    accelerator = make_accelerator(recipe, out)
-    recipe_dict = recipe.to_dict()
-    accelerator.wait_for_everyone()     # every process checks before the main one writes
-    set_seed(cfg.seed)
-    say = accelerator.print
 
-    train_set, val_set, num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
-    teacher, logit_teacher = build_teachers(recipe, num_classes)
-    student = build_student(recipe, num_classes, teacher)
-    blocks = recipe.distill.blocks or (default_imitated_blocks(student) if teacher is not None else [])
-    feature_names = feature_modules(recipe.distill, blocks)      # {term: modules}, what the recorders hook
-    used = list(feature_names)
-    if used:
-        check_pairs(student, teacher, recorded_modules(feature_names), recipe.data.image_size)
+
+def build_criterion(s: Session):
+    """The imitated feature pairs checked, student and teachers in one layout, and the criterion
+    (its recorders hook both models)."""
+    recipe = s.recipe
+    s.blocks = recipe.distill.blocks or (default_imitated_blocks(s.student) if s.teacher is not None else [])
+    s.feature_names = feature_modules(recipe.distill, s.blocks)
+    if s.feature_names:
+        check_pairs(s.student, s.teacher, recorded_modules(s.feature_names), recipe.data.image_size)
     # The teacher follows the student's layout, so every imitated feature pair has one layout.
-    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    student = student.to(memory_format=layout)
-    for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
+    s.layout = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+    s.student = s.student.to(memory_format=s.layout)
+    for t, t_cfg in s.teachers():
         if t is not None:                # frozen: never prepared, never DDP-wrapped, never saved
-            prepare_teacher(t, accelerator.device, t_cfg.precision, layout)
-            say(f'teacher {t_cfg.arch}: {describe_teacher(t, accelerator.device)}')
+            prepare_teacher(t, s.accelerator.device, t_cfg.precision, s.layout)
+            s.say(f'teacher {t_cfg.arch}: {describe_teacher(t, s.accelerator.device)}')
     # Recorders before compiling: the compiled forwards include their hooks.
-    global_batch = cfg.batch_size * accelerator.num_processes * recipe.optim.grad_accum
-    criterion = DistillationCriterion(recipe.distill, student, teacher, logit_teacher, blocks,
-                                      recipe.data.label_smoothing, global_batch, feature_names)
-    if check_only:
-        say(f'inputs ok: {recipe.student.arch} student, {len(train_set)} train / {len(val_set)} val images, '
-            f'{num_classes} classes, teacher {recipe.teacher.arch if teacher is not None else "-"}, '
-            f'output_dir {out}')
-        student.to(accelerator.device)
-        mixup = build_mixup(recipe.data, num_classes)
-        for epoch in balance.epochs_to_measure(criterion, 0, cfg.epochs):
-            show_balance(accelerator, student, criterion, train_set, recipe, mixup, epoch, layout)
-        criterion.remove_hooks()
-        return {}
-    for t, t_cfg in ((teacher, recipe.teacher), (logit_teacher, recipe.logit_teacher)):
+    s.global_batch = recipe.train.batch_size * s.accelerator.num_processes * recipe.optim.grad_accum
+    s.criterion = DistillationCriterion(recipe.distill, s.student, s.teacher, s.logit_teacher, s.blocks,
+                                        recipe.data.label_smoothing, s.global_batch, s.feature_names)
+
+
+def check(s: Session) -> dict:
+    """--check: say what was built and show the loss balance at every epoch the run measures it."""
+    recipe = s.recipe
+    s.say(f'inputs ok: {recipe.student.arch} student, {len(s.train_set)} train / {len(s.val_set)} val images, '
+          f'{s.num_classes} classes, teacher {recipe.teacher.arch if s.teacher is not None else "-"}, '
+          f'output_dir {s.out}')
+    s.student.to(s.accelerator.device)
+    mixup = build_mixup(recipe.data, s.num_classes)
+    for epoch in balance.epochs_to_measure(s.criterion, 0, recipe.train.epochs):
+        show_balance(s.accelerator, s.student, s.criterion, s.train_set, recipe, mixup, epoch, s.layout)
+    s.criterion.remove_hooks()
+    return {}
+
+
+def compile_models(s: Session):
+    """The teachers' and the student's forwards compiled where the recipe asks."""
+    recipe, cfg = s.recipe, s.recipe.train
+    for t, t_cfg in s.teachers():
         if t is not None and t_cfg.compile is not None:
             # Timed on a batch of the training shape; evaluation keeps the eager teacher (its
             # last batch is smaller, which a compiled forward would recompile for).
             probe = torch.zeros(cfg.batch_size, 3, recipe.data.image_size, recipe.data.image_size,
-                                device=accelerator.device).contiguous(memory_format=layout)
+                                device=s.accelerator.device).contiguous(memory_format=s.layout)
             chosen, line = compile_if_faster(t, t_cfg.compile, probe)
-            say(f'teacher {t_cfg.arch} {line}')
-            criterion.clear_records()
-            criterion.use_teacher_forward(t, chosen)
-    compile_module(student, recipe.student.compile)
+            s.say(f'teacher {t_cfg.arch} {line}')
+            s.criterion.clear_records()
+            s.criterion.use_teacher_forward(t, chosen)
+    compile_module(s.student, recipe.student.compile)
 
-    lr = recipe.optim.lr * global_batch / 1024
-    optimizer = create_optimizer_v2(student, 'adamw', lr=lr, weight_decay=recipe.optim.weight_decay,
+
+def prepare_training(s: Session):
+    """Compiled forwards, the optimizer, the loaders and the schedule, prepared by accelerate."""
+    recipe, cfg, accelerator = s.recipe, s.recipe.train, s.accelerator
+    compile_models(s)
+    s.lr = recipe.optim.lr * s.global_batch / 1024
+    optimizer = create_optimizer_v2(s.student, 'adamw', lr=s.lr, weight_decay=recipe.optim.weight_decay,
                                     betas=tuple(recipe.optim.betas))
-    sampler = EpochSampler(len(train_set), cfg.seed)
-    loader_kwargs = loader_settings(recipe.data, accelerator.device)
-    note = worker_shortfall(recipe.data, int(os.environ.get('LOCAL_WORLD_SIZE', 1)), len(os.sched_getaffinity(0)))
-    if note and accelerator.is_main_process:
-        print(note, file=sys.stderr, flush=True)
-    train_loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True, **loader_kwargs)
-    val_loader = DataLoader(val_set, cfg.batch_size, **loader_kwargs)
-    if len(train_set) < global_batch:
-        raise RecipeError(f'{len(train_set)} training images are fewer than one global batch ({global_batch}); '
+    train_loader, val_loader = build_loaders(s)
+    if len(s.train_set) < s.global_batch:
+        raise RecipeError(f'{len(s.train_set)} training images are fewer than one global batch ({s.global_batch}); '
                           f'lower train.batch_size')
-    student, optimizer, train_loader, val_loader = accelerator.prepare(student, optimizer, train_loader, val_loader)
+    s.student, s.optimizer, s.train_loader, s.val_loader = accelerator.prepare(
+        s.student, optimizer, train_loader, val_loader)
     # The schedule runs in optimizer updates, counted as accelerate performs them (the prepared
     # loader's batches per process, accumulated), so it ends exactly at the last update for any
     # process count and accumulation; it is not prepared (accelerate would step it once per process).
-    epoch_updates = updates_per_epoch(len(train_loader), recipe.optim.grad_accum)
-    scheduler = build_scheduler(optimizer, recipe.optim, cfg.epochs, epoch_updates)
-    mixup = build_mixup(recipe.data, num_classes)
-    participation = GradientParticipation(accelerator.unwrap_model(student), criterion, recipe.data.image_size,
-                                          accelerator.device) if needs_unused_parameter_search(recipe) else None
+    s.epoch_updates = updates_per_epoch(len(s.train_loader), recipe.optim.grad_accum)
+    s.scheduler = build_scheduler(s.optimizer, recipe.optim, cfg.epochs, s.epoch_updates)
+    s.mixup = build_mixup(recipe.data, s.num_classes)
+    if needs_unused_parameter_search(recipe):
+        s.participation = GradientParticipation(accelerator.unwrap_model(s.student), s.criterion,
+                                                recipe.data.image_size, accelerator.device)
     # Models and data are built from the same seed on every process; from here on each process
     # draws its own randomness (seed + rank, as DeiT): drop path, mixup/cutmix and augmentation
-    # differ across processes. A resumed run restores each process's own RNG state below.
+    # differ across processes. A resumed run restores each process's own RNG state later.
     set_seed(cfg.seed, device_specific=True)
 
-    state, changes = TrainState(), {}
-    resume_from = resume_checkpoint(accelerator, out) if recipe.resume else None
-    if recipe.resume and resume_from is None:
-        say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
-    state.threads = torch.get_num_threads()
-    if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from)
-        state.threads = torch.get_num_threads()
-        scheduler.step_update(state.num_updates)
-        say(f'resumed from {resume_from} at epoch {state.epoch}')
-        changes = resumed_changes(out, recipe_dict)
-        for line in describe_resume(changes, state, lr, recipe.optim, epoch_updates):
-            say(line)
-    if resume_from is None or changes:      # the saved recipe is the run's recipe now
-        write_on_main(accelerator, out / 'recipe.yaml', lambda: save_recipe(out, recipe_dict), resume_from)
-    if state.epoch < cfg.epochs and accelerator.is_main_process:
-        warn_if_short_of_space(out, accelerator.unwrap_model(student), resume_from, cfg.keep_checkpoints,
+
+def build_loaders(s: Session):
+    """The training loader (each epoch's order drawn from the seed: `EpochSampler`) and the
+    validation loader."""
+    recipe, cfg = s.recipe, s.recipe.train
+    sampler = EpochSampler(len(s.train_set), cfg.seed)
+    loader_kwargs = loader_settings(recipe.data, s.accelerator.device)
+    note = worker_shortfall(recipe.data, int(os.environ.get('LOCAL_WORLD_SIZE', 1)), len(os.sched_getaffinity(0)))
+    if note and s.accelerator.is_main_process:
+        print(note, file=sys.stderr, flush=True)
+    return (DataLoader(s.train_set, cfg.batch_size, sampler=sampler, drop_last=True, **loader_kwargs),
+            DataLoader(s.val_set, cfg.batch_size, **loader_kwargs))
+
+
+def resume_or_start(s: Session):
+    """The state to continue: the newest intact checkpoint's with resume=true (what a changed
+    recipe does to it said), else a fresh one; then the run's files and trackers."""
+    recipe, out, accelerator = s.recipe, s.out, s.accelerator
+    s.resume_from = resume_checkpoint(accelerator, out) if recipe.resume else None
+    if recipe.resume and s.resume_from is None:
+        s.say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
+    s.state.threads = torch.get_num_threads()
+    if s.resume_from is not None:
+        s.state = load_checkpoint(accelerator, s.resume_from)
+        s.state.threads = torch.get_num_threads()
+        s.scheduler.step_update(s.state.num_updates)
+        s.say(f'resumed from {s.resume_from} at epoch {s.state.epoch}')
+        s.changes = resumed_changes(out, recipe.to_dict())
+        for line in describe_resume(s.changes, s.state, s.lr, recipe.optim, s.epoch_updates):
+            s.say(line)
+    start_run_files(s)
+
+
+def start_run_files(s: Session):
+    """The saved recipe, the disk-space check, TensorBoard's run and its 'unfinished' mark."""
+    recipe, out, accelerator, state = s.recipe, s.out, s.accelerator, s.state
+    recipe_dict = recipe.to_dict()
+    if s.resume_from is None or s.changes:      # the saved recipe is the run's recipe now
+        write_on_main(accelerator, out / 'recipe.yaml', lambda: save_recipe(out, recipe_dict), s.resume_from)
+    training = state.epoch < recipe.train.epochs
+    if training and accelerator.is_main_process:
+        warn_if_short_of_space(out, accelerator.unwrap_model(s.student), s.resume_from, recipe.train.keep_checkpoints,
                                accelerator.num_processes)
-    if state.epoch < cfg.epochs:      # a finished run resumed with nothing to do logs nothing
+    if training:      # a finished run resumed with nothing to do logs nothing
         accelerator.init_trackers('tb')     # (no empty events file in its TensorBoard run)
-    if resume_from is None and accelerator.is_main_process:
+    if s.resume_from is None and accelerator.is_main_process:
         write_run_description(accelerator.get_tracker('tensorboard', unwrap=True), recipe_dict,
-                              has_teacher=(logit_teacher or teacher) is not None)
-    if state.epoch < cfg.epochs and accelerator.is_main_process:
+                              has_teacher=(s.logit_teacher or s.teacher) is not None)
+    if training and accelerator.is_main_process:
         # A fresh run: 0 at step 0. A resumed one: 0 at the first epoch this session trains, not at
         # the last one done, whose 1 (a finished session) would read 0 again in TensorBoard.
         mark_unfinished(accelerator.get_tracker('tensorboard', unwrap=True), state.epoch + 1 if state.epoch else 0)
 
-    unwrapped = accelerator.unwrap_model(student)
-    say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
-        f'{len(train_set)} train / {len(val_set)} val images, {num_classes} classes, '
-        f'{accelerator.num_processes} process(es), global batch {global_batch}, lr {lr:.2e}; '
-        f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {blocks if used else "-"}'
-        + (f'; feature reductions: {describe_reductions(recipe.distill, criterion.context)}' if used else ''))
-    say(f'output: {out.resolve()}  (watch it: tensorboard --logdir {out}, tab CUSTOM SCALARS)')
-    start = time.perf_counter()
-    last_ckpt = resume_from
-    # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
-    metrics = {k: v for k, v in state.history[-1].items() if k != 'epoch'} if state.history else {}
-    measure_at = balance.epochs_to_measure(criterion, state.epoch, cfg.epochs)
-    for epoch in range(state.epoch, cfg.epochs):
-        epoch_start = time.perf_counter()
-        # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
-        # restarts at 0 in a resumed process: set it through the loader.
-        train_loader.set_epoch(epoch)
-        if participation is not None:
-            frozen = participation.apply(epoch)
-            if frozen and (epoch == state.epoch or participation.unused(epoch - 1) != frozen):
-                say(f'epoch {epoch + 1}: the active terms {criterion.active_terms(epoch)} reach no gradient to '
-                    f'{len(frozen)} parameter tensors (e.g. {sorted(frozen)[0]}): frozen while they are inactive')
-        if cfg.loss_balance and epoch in measure_at and accelerator.is_main_process:
-            rows = show_balance(accelerator, accelerator.unwrap_model(student), criterion, train_set, recipe, mixup,
-                                epoch, layout)
-            accelerator.log(balance.scalars(rows), step=epoch + 1)     # the epoch it is measured for
-            state.balance.append(balance.record(rows, epoch))
-        try:
-            train_metrics = train_one_epoch(accelerator, student, criterion, train_loader, optimizer,
-                                            scheduler, mixup, epoch, state, recipe, cfg.log_every)
-        except NonFiniteLoss as e:
-            where = f'last good checkpoint: {last_ckpt}' if last_ckpt else 'no checkpoint was written'
-            raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
-        state.epoch = epoch + 1
-        metrics = dict(train_metrics)
-        last_epoch = epoch + 1 == cfg.epochs
-        if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-            metrics.update(evaluate(accelerator, student, val_loader, logit_teacher or teacher))
-            criterion.clear_records()
-            if metrics['val/top1'] > state.best_top1:
-                state.best_top1 = metrics['val/top1']
-                write_on_main(accelerator, out / 'best.safetensors', lambda: save_student(
-                    out / 'best.safetensors', accelerator.unwrap_model(student), recipe, metrics), last_ckpt)
-        state.train_seconds += time.perf_counter() - epoch_start
-        state.history.append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}})
-        last_lr = optimizer.param_groups[0]['lr']
-        accelerator.log(epoch_scalars(metrics, recipe.distill, epoch, last_lr), step=epoch + 1)     # x: epoch from 1
-        say(epoch_line(epoch, cfg.epochs, metrics, criterion.active_terms(epoch)))
-        if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
-            last_ckpt = save_checkpoint(accelerator, out, epoch + 1, state, cfg.keep_checkpoints, last_ckpt)
 
-    final = accelerator.unwrap_model(student)
-    write_on_main(accelerator, out / 'model.safetensors', lambda: save_student(out / 'model.safetensors', final, recipe,
-                                                                              metrics), last_ckpt)
+def fit(s: Session):
+    """Train the epochs left, each evaluated, checkpointed and logged as the recipe says."""
+    recipe, cfg = s.recipe, s.recipe.train
+    unwrapped = s.accelerator.unwrap_model(s.student)
+    used = bool(s.feature_names)
+    s.say(f'{recipe.student.arch}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, '
+          f'{len(s.train_set)} train / {len(s.val_set)} val images, {s.num_classes} classes, '
+          f'{s.accelerator.num_processes} process(es), global batch {s.global_batch}, lr {s.lr:.2e}; '
+          f'terms {schedule(recipe.distill, cfg.epochs)}; imitated blocks {s.blocks if used else "-"}'
+          + (f'; feature reductions: {describe_reductions(recipe.distill, s.criterion.context)}' if used else ''))
+    s.say(f'output: {s.out.resolve()}  (watch it: tensorboard --logdir {s.out}, tab CUSTOM SCALARS)')
+    s.started = time.perf_counter()
+    s.last_ckpt = s.resume_from
+    # A resumed run that has no epochs left still reports (and re-saves) its last metrics.
+    s.metrics = {k: v for k, v in s.state.history[-1].items() if k != 'epoch'} if s.state.history else {}
+    measure_at = balance.epochs_to_measure(s.criterion, s.state.epoch, cfg.epochs)
+    for epoch in range(s.state.epoch, cfg.epochs):
+        fit_epoch(s, epoch, measure_balance=epoch in measure_at)
+
+
+def fit_epoch(s: Session, epoch: int, measure_balance: bool):
+    """One epoch: train, evaluate (keeping the best student), log, checkpoint."""
+    recipe, cfg, accelerator, state = s.recipe, s.recipe.train, s.accelerator, s.state
+    epoch_start = time.perf_counter()
+    # accelerate's loader re-sets the sampler's epoch from its own iteration counter, which
+    # restarts at 0 in a resumed process: set it through the loader.
+    s.train_loader.set_epoch(epoch)
+    freeze_unreached(s, epoch)
+    if cfg.loss_balance and measure_balance and accelerator.is_main_process:
+        rows = show_balance(accelerator, accelerator.unwrap_model(s.student), s.criterion, s.train_set, recipe,
+                            s.mixup, epoch, s.layout)
+        accelerator.log(balance.scalars(rows), step=epoch + 1)     # the epoch it is measured for
+        state.balance.append(balance.record(rows, epoch))
+    try:
+        train_metrics = train_one_epoch(accelerator, s.student, s.criterion, s.train_loader, s.optimizer,
+                                        s.scheduler, s.mixup, epoch, state, recipe, cfg.log_every)
+    except NonFiniteLoss as e:
+        where = f'last good checkpoint: {s.last_ckpt}' if s.last_ckpt else 'no checkpoint was written'
+        raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
+    state.epoch = epoch + 1
+    s.metrics = dict(train_metrics)
+    last_epoch = epoch + 1 == cfg.epochs
+    if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
+        evaluate_and_keep_best(s)
+    state.train_seconds += time.perf_counter() - epoch_start
+    state.history.append({'epoch': epoch + 1, **{k: round(v, 5) for k, v in s.metrics.items()}})
+    last_lr = s.optimizer.param_groups[0]['lr']
+    accelerator.log(epoch_scalars(s.metrics, recipe.distill, epoch, last_lr), step=epoch + 1)     # x: epoch from 1
+    s.say(epoch_line(epoch, cfg.epochs, s.metrics, s.criterion.active_terms(epoch)))
+    if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
+        s.last_ckpt = save_checkpoint(accelerator, s.out, epoch + 1, state, cfg.keep_checkpoints, s.last_ckpt)
+
+
+def freeze_unreached(s: Session, epoch: int):
+    """Freeze the parameters the epoch's active terms reach no gradient to (DDP needs every
+    parameter in the loss); say so when that set changes."""
+    if s.participation is None:
+        return
+    frozen = s.participation.apply(epoch)
+    if frozen and (epoch == s.state.epoch or s.participation.unused(epoch - 1) != frozen):
+        s.say(f'epoch {epoch + 1}: the active terms {s.criterion.active_terms(epoch)} reach no gradient to '
+              f'{len(frozen)} parameter tensors (e.g. {sorted(frozen)[0]}): frozen while they are inactive')
+
+
+def evaluate_and_keep_best(s: Session):
+    """Validation metrics into the epoch's metrics; a new best top-1 writes best.safetensors."""
+    accelerator, out = s.accelerator, s.out
+    s.metrics.update(evaluate(accelerator, s.student, s.val_loader, s.logit_teacher or s.teacher))
+    s.criterion.clear_records()
+    if s.metrics['val/top1'] > s.state.best_top1:
+        s.state.best_top1 = s.metrics['val/top1']
+        write_on_main(accelerator, out / 'best.safetensors', lambda: save_student(
+            out / 'best.safetensors', accelerator.unwrap_model(s.student), s.recipe, s.metrics), s.last_ckpt)
+
+
+def finish(s: Session) -> dict:
+    """The final student and the summary written, the closing lines said; the final metrics."""
+    recipe, out, accelerator, state = s.recipe, s.out, s.accelerator, s.state
+    final = accelerator.unwrap_model(s.student)
+    write_on_main(accelerator, out / 'model.safetensors',
+                  lambda: save_student(out / 'model.safetensors', final, recipe, s.metrics), s.last_ckpt)
     summary = {
         'arch': recipe.student.arch, 'epochs': state.epoch, 'num_updates': state.num_updates,
-        'final': metrics, 'best_top1': state.best_top1, 'history': state.history,
+        'final': s.metrics, 'best_top1': state.best_top1, 'history': state.history,
         'train_seconds': round(state.train_seconds, 2),     # all sessions of the run
-        'session_seconds': round(time.perf_counter() - start, 2),
+        'session_seconds': round(time.perf_counter() - s.started, 2),
         'processes': accelerator.num_processes,
         'balance': state.balance,
         'best_epoch': best_epoch(state.history, state.best_top1),
     }
     write_on_main(accelerator, out / 'summary.json',
-                  lambda: write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2)), last_ckpt)
-    say(closing_lines(out, recipe, summary, isinstance(final, models.RIFormer)))
-    accelerator.log({FINISHED: 1.}, step=cfg.epochs)      # nothing without trackers: nothing trained
+                  lambda: write_text_atomic(out / 'summary.json', json.dumps(summary, indent=2)), s.last_ckpt)
+    s.say(closing_lines(out, recipe, summary, isinstance(final, models.RIFormer)))
+    accelerator.log({FINISHED: 1.}, step=recipe.train.epochs)      # nothing without trackers: nothing trained
     accelerator.end_training()
-    criterion.remove_hooks()
-    return metrics
+    s.criterion.remove_hooks()
+    return s.metrics
 
 
 def save_recipe(out: Path, recipe_dict: dict):
@@ -429,6 +558,16 @@ def resume_command(argv: List[str]) -> str:
     return shlex.join([*launcher, str(script), *[a for a in argv if not a.startswith('resume=')], 'resume=true'])
 
 
+def error_lines(e: BaseException, argv=None) -> List[str]:
+    """A failed run's `error:` lines: every input problem at once; a write that failed with
+    when and how to resume."""
+    if isinstance(e, WriteFailed):
+        argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != '--check']
+        return [f'{e}; {e.when}, resume with: {resume_command(argv)}']
+    return default_error_lines(e)
+
+
+@one_line_errors(also=(NonFiniteLoss, WriteFailed), lines=error_lines)
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ('-h', '--help'):
@@ -436,27 +575,7 @@ def main(argv=None):
         return show_help(argv)
     check_only = '--check' in argv
     argv = [a for a in argv if a != '--check']
-    try:
-        recipe = load_recipe(argv[0], argv[1:])
-        run(recipe, check_only)
-    except InputErrors as e:
-        # Every process sees the same inputs: one report, from the first process.
-        if int(os.environ.get('RANK', 0)) == 0:
-            for problem in e.problems:
-                print(f'error: {problem}', file=sys.stderr)
-        return 2
-    except WriteFailed as e:
-        # Every process stops with the same failure: one line, from the first process.
-        if int(os.environ.get('RANK', 0)) == 0:
-            print(f'error: {e}; {e.when}, resume with: {resume_command(argv)}', file=sys.stderr)
-        return 2
-    except NoIntactCheckpoint as e:
-        if int(os.environ.get('RANK', 0)) == 0:
-            print(f'error: {e}', file=sys.stderr)
-        return 2
-    except (RIFormerError, NonFiniteLoss) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    run(load_recipe(argv[0], argv[1:]), check_only)
     return 0
 
 

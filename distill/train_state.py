@@ -163,6 +163,7 @@ def _write_durably(path: Path, text: str) -> Path:
 
 class NoIntactCheckpoint(CheckpointError):
     """resume=true, and every checkpoint of the run is damaged."""
+    same_on_every_process = True
 
 
 def agree_on_failure(accelerator, failure: Optional[dict]) -> Optional[dict]:

@@ -2,10 +2,10 @@
 the helpers they share: an argument parser whose errors are one line, argparse types, and
 `one_line_errors`, which turns the project's input errors into one line and exit code 2."""
 import argparse
-import functools
 import sys
 from typing import List
 
+from distill.errors import one_line_errors  # noqa: F401  (what every command's main is wrapped in)
 from distill.venv import NEEDED, require_venv  # noqa: F401  (the commands' first check)
 
 
@@ -14,22 +14,6 @@ class Parser(argparse.ArgumentParser):
         # One line and exit 2, like every tool of this project (argparse would add its usage).
         print(f'error: {message}', file=sys.stderr)
         sys.exit(2)
-
-
-def one_line_errors(main):
-    """Decorate a command's `main(argv=None) -> int`: a `RIFormerError` (bad recipe, checkpoint,
-    model YAML or argument) prints `error: MESSAGE` on stderr and returns 2."""
-    @functools.wraps(main)
-    def wrapper(argv=None):
-        try:
-            return main(argv)
-        except Exception as e:
-            from distill.errors import RIFormerError      # the classes of models/errors.py, without torch
-            if not isinstance(e, RIFormerError):
-                raise
-            print(f'error: {e}', file=sys.stderr)
-            return 2
-    return wrapper
 
 
 def int_list(text: str) -> List[int]:
