@@ -10,9 +10,9 @@ out of memory or crashes is a failed row with its reason, and the others still r
 | `imitation_step` | the paper recipes' module-imitation training step (student forward and backward under bf16 autocast, the fused teacher in its recipe precision, soft KD + L'_in + L_out + L_rel, AdamW) at the recipe's batch, S12 and M48: images/s, peak CUDA memory; also fp32 for S12 |
 | `ddp_nccl` | the same step (S12) in a 1-process DistributedDataParallel over NCCL: the gradient all-reduce runs and changes nothing for one process |
 | `compile` | the S12 student under `torch.compile` (inductor) in the imitation step: compile seconds, eager vs compiled images/s, the loss of both on one batch |
-| `rehearsal` | the trainer itself through `accelerate launch --multi_gpu --num_processes 1` on an ImageNet-shaped folder (distill/rehearsal.py): step time split into data wait and compute, peak RSS, checkpoint size and write time, kill and exact resume |
+| `rehearsal` | the trainer itself as one torchrun process (NCCL process group; accelerate refuses --multi_gpu for one) on an ImageNet-shaped folder (distill/rehearsal.py): step time split into data wait and compute, peak RSS, checkpoint size and write time, kill and exact resume |
 | `input_pipeline` | tools/loader_bench.py on this machine's cores, host-to-device copies pinned vs pageable, `torchvision.io.decode_jpeg` on the device |
-| `throughput` | the paper's inference comparison: `tools/benchmark.py --device cuda` (RIFormer vs PoolFormer, S12-M48) |
+| `throughput` | the paper's inference comparison: `tools/benchmark.py --device cuda --forms timm,train,deploy` (PoolFormer vs RIFormer in training and deploy form, S12-M48, batch 128) |
 
 The report (`gpu_check.json` and `gpu_check.md` in the output folder): the JSON holds
 `{"started", "finished", "seconds", "machine": {...}, "checks": [ {"name", "status" (ok | failed |
@@ -105,7 +105,7 @@ def imitation_step_fn(student, criterion, images, targets, optimizer, bf16: bool
     import torch
 
     def step():
-        with torch.autocast('cuda', torch.bfloat16, enabled=bf16):
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
             logits = student(images)
             loss, _ = criterion(images, logits, targets, 0)
         loss.backward()
@@ -199,7 +199,12 @@ def check_rehearsal(out: Path) -> dict:
     write_folder(data, FolderSpec(train_images=1024, val_images=1000), jobs=max(1, (os.cpu_count() or 2) - 1))
     workers = max(1, min(8, (os.cpu_count() or 2) - 2))
     report = rehearse(Path('recipes/riformer_s12.yaml'), data, out / 'rehearsal', 128, 3, 1, workers, 128,
-                      epochs=2, kill_delay=1.0, log=lambda line: print(line, flush=True), accelerate=True)
+                      epochs=2, kill_delay=1.0, log=lambda line: print(line, flush=True), distributed=True)
+    (out / 'rehearsal_report.json').write_text(json.dumps(report, indent=2, default=str))
+    if 'error' in report:
+        raise RuntimeError(report['error'])
+    if not report['resume']['exact']:
+        raise RuntimeError(f'the resumed run is not bit-identical: {report["resume"]} (rehearsal_report.json)')
     return report
 
 
@@ -210,7 +215,8 @@ def check_input_pipeline(out: Path) -> dict:
     data = out / 'imagenet_shaped'
     if not (data / 'train').is_dir():
         write_folder(data, FolderSpec(train_images=1024, val_images=1000), jobs=max(1, (os.cpu_count() or 2) - 1))
-    bench = subprocess.run([sys.executable, 'tools/loader_bench.py', str(data), '--json', str(out / 'loader_bench.json')],
+    bench = subprocess.run([sys.executable, 'tools/loader_bench.py', str(data), '--images', '150', '--epochs', '2',
+                            '--json', str(out / 'loader_bench.json')],
                            cwd=ROOT, capture_output=True, text=True, timeout=45)
     result = {'loader_bench': bench.stdout[-6000:] if bench.returncode == 0 else f'failed: {bench.stderr[-500:]}'}
     batch = torch.randn(128, 3, 224, 224)
@@ -228,7 +234,8 @@ def check_input_pipeline(out: Path) -> dict:
 
 def check_throughput(out: Path) -> dict:
     command = [sys.executable, 'tools/benchmark.py', '--device', 'cuda', '--archs', 's12,s24,s36,m36,m48',
-               '--batch-sizes', '128', '--channels-last', '--reps', '5', '--markdown', str(out / 'throughput.md'),
+               '--forms', 'timm,train,deploy', '--batch-sizes', '128', '--channels-last', '--reps', '5',
+               '--markdown', str(out / 'throughput.md'),
                '--csv', str(out / 'throughput.csv')]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=75)
     if result.returncode != 0:

@@ -130,11 +130,15 @@ class Watcher(threading.Thread):
 
 
 def launch_command(recipe: Path, overrides: List[str], processes: int, mixed_precision: str,
-                   accelerate: bool = False) -> List[str]:
-    """The trainer's command: `accelerate launch --multi_gpu` for several processes (or with
-    `accelerate`, also for one: DDP of one process on a GPU), plain python otherwise."""
+                   distributed: bool = False) -> List[str]:
+    """The trainer's command: `accelerate launch --multi_gpu` for several processes; for one,
+    plain python, or with `distributed` torchrun (accelerate refuses --multi_gpu for one
+    process; under torchrun the trainer's Accelerator sets up the process group, NCCL on a GPU)."""
     script = str(ROOT / 'distill' / 'train.py')
-    if processes == 1 and not accelerate:
+    if processes == 1 and distributed:
+        return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '1',
+                script, str(recipe), *overrides]
+    if processes == 1:
         return [sys.executable, script, str(recipe), *overrides]
     return [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', str(processes),
             '--num_machines', '1', '--mixed_precision', mixed_precision, '--dynamo_backend', 'no',
@@ -207,7 +211,7 @@ def epoch_split(history: List[dict], steps: int) -> List[dict]:
 
 
 def rehearse(recipe: Path, data: Path, work: Path, batch: int, steps: int, processes: int, workers: Optional[int],
-             val_images: int, epochs: int = 2, kill_delay: float = 2., log=print, accelerate: bool = False) -> dict:
+             val_images: int, epochs: int = 2, kill_delay: float = 2., log=print, distributed: bool = False) -> dict:
     """Three sessions (uninterrupted; killed after its first checkpoint; resumed) and the report."""
     from distill.config import load_recipe
     base = load_recipe(recipe, [f'data.path={data}'])
@@ -229,7 +233,7 @@ def rehearse(recipe: Path, data: Path, work: Path, batch: int, steps: int, proce
                               ('resumed', ['resume=true'], None)):
         out = work / ('a' if name == 'uninterrupted' else 'b')
         command = launch_command(recipe, [*overrides, f'train.output_dir={out}', *extra], processes,
-                                 recipe_now.train.mixed_precision, accelerate)
+                                 recipe_now.train.mixed_precision, distributed)
         log(f'{name}: {" ".join(command[-len(overrides) - len(extra) - 2:])}')
         session = run_session(command, out, env, kill, kill_delay)
         runs[name] = (session, out)

@@ -68,6 +68,19 @@ def test_report_format():
     json.dumps(report)
 
 
+def test_the_checks_imitation_step_runs_on_any_device():
+    # the step the CUDA checks time, here on the CPU at batch 2: every term finite, every weight moves
+    recipe, student, criterion, images, targets, optimizer = gpu_check.imitation_setup(
+        'recipes/riformer_s12.yaml', 2, torch.device('cpu'))
+    before = [p.detach().clone() for p in student.parameters()]
+    student.train()
+    loss = gpu_check.imitation_step_fn(student, criterion, images, targets, optimizer, True)()
+    assert torch.isfinite(loss) and images.shape == (2, 3, 224, 224)
+    assert sorted(criterion.active_terms(0)) == ['l_in_hidden', 'l_out', 'l_rel', 'soft']
+    assert all(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    criterion.remove_hooks()
+
+
 @cuda
 def test_imitation_step_in_bf16_with_the_fused_teacher():
     device = torch.device('cuda')

@@ -50,7 +50,8 @@ def test_launch_command_uses_accelerate_for_several_processes():
     assert several[1:8] == ['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
                             '--num_machines', '1'] and several[-2:] == [str(recipe), 'x=1']
     assert rehearsal.launch_command(recipe, ['x=1'], 1, 'bf16')[1].endswith('distill/train.py')
-    assert '--multi_gpu' in rehearsal.launch_command(recipe, [], 1, 'bf16', accelerate=True)
+    one = rehearsal.launch_command(recipe, [], 1, 'bf16', distributed=True)
+    assert one[1:6] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '1']
 
 
 def test_report_table_says_whether_the_resume_was_exact():
