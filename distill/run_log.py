@@ -49,6 +49,7 @@ LAYOUT = (
         ('train top-1 and top-5 %', r'^train/top[15]$'),
         ('images per second', r'^train/images_per_sec$'),
         ('epoch time s', r'^train/epoch_time$'),
+        ('s the step waited for data (first process)', r'^train/data_wait$'),
         ('finished (1) or not (0)', f'^{FINISHED}$'))),
     ('per optimizer update (x: update)', True, (
         ('loss terms', r'^step/loss/'),
