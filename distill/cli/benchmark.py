@@ -12,9 +12,10 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
-from distill.cli import Parser, int_list, positive_int
+from distill.cli import Parser, int_list, one_line_errors, positive_int
 
 # torch and distill.benchmark (which imports it) are imported after the arguments are parsed:
 # --help and argument errors in a fraction of a second instead of the seconds torch takes.
@@ -75,48 +76,67 @@ def settings_from_args(args):
                     num_classes=10 if args.smoke else 1000).check()
 
 
+@one_line_errors      # bad arguments, and a bad recipe or checkpoint of --accuracy: one line, before any row
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    plan = plan_from_args(args)
+    command = 'python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    env = introduce(plan, args)
+    from distill import benchmark
+    rows = benchmark.run_benchmark(plan.cases, plan.settings, plan.batch_sizes, plan.reps, plan.warmup, plan.min_time,
+                                   profile=args.profile, log=Progress(len(plan.batch_sizes)))
+    env['load at end'] = benchmark.load_average()
+    if plan.trained:
+        deploy_accuracy(rows, args, plan.trained, plan.settings.threads)
+    print_tables(rows, args, env)
+    write_files(rows, args, env, command, plan.settings)
+    return 0
+
+
+def plan_from_args(args) -> SimpleNamespace:
+    """What to time and how (settings, cases, batch sizes, repetitions, the trained models of
+    --accuracy), every argument checked and every input read first: BenchmarkError otherwise."""
+    from distill import benchmark
+    from distill.benchmark import BenchmarkError
+    settings = settings_from_args(args)
+    archs = args.archs if args.archs is not None else ('mini' if args.smoke else 's12')   # '' is refused
+    cases = benchmark.select_forms(benchmark.resolve_archs(archs), args.forms)
+    if args.warmup is not None and args.warmup < 0:
+        raise BenchmarkError('--warmup must be >= 0')
+    if args.min_time is not None and args.min_time < 0:
+        raise BenchmarkError('--min-time must be >= 0')
+    if (args.student or args.teacher) and not args.accuracy:
+        raise BenchmarkError('--student / --teacher need --accuracy RECIPE')
+    if args.accuracy and not (args.student or args.teacher):
+        raise BenchmarkError('--accuracy needs --student and/or --teacher checkpoints')
+    for path in [args.accuracy, args.teacher, *args.student]:
+        if path is not None and not path.is_file():
+            raise BenchmarkError(f'{path}: no such file')
+    for path in (args.markdown, args.csv):
+        if path is not None and not path.parent.is_dir():
+            raise BenchmarkError(f'{path}: folder {path.parent} does not exist')
+    return SimpleNamespace(
+        settings=settings, cases=cases, batch_sizes=args.batch_sizes or ([2] if args.smoke else [16]),
+        reps=args.reps or (1 if args.smoke else 7),
+        warmup=args.warmup if args.warmup is not None else (1 if args.smoke else 2),
+        min_time=args.min_time if args.min_time is not None else (0. if args.smoke else 0.2),
+        trained=accuracy_inputs(args))
+
+
+def introduce(plan, args) -> dict:
+    """Set the threads and the allocator, print the machine, its load and the plan; the
+    environment the report records."""
     import torch
     from distill import benchmark, host_memory
-    from distill.benchmark import BenchmarkError, deploy
-    from distill.errors import RIFormerError
-    try:
-        settings = settings_from_args(args)
-        archs = args.archs if args.archs is not None else ('mini' if args.smoke else 's12')   # '' is refused
-        cases = benchmark.select_forms(benchmark.resolve_archs(archs), args.forms)
-        if args.warmup is not None and args.warmup < 0:
-            raise BenchmarkError('--warmup must be >= 0')
-        if args.min_time is not None and args.min_time < 0:
-            raise BenchmarkError('--min-time must be >= 0')
-        batch_sizes = args.batch_sizes or ([2] if args.smoke else [16])
-        reps = args.reps or (1 if args.smoke else 7)
-        warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 2)
-        min_time = args.min_time if args.min_time is not None else (0. if args.smoke else 0.2)
-        if (args.student or args.teacher) and not args.accuracy:
-            raise BenchmarkError('--student / --teacher need --accuracy RECIPE')
-        if args.accuracy and not (args.student or args.teacher):
-            raise BenchmarkError('--accuracy needs --student and/or --teacher checkpoints')
-        for path in [args.accuracy, args.teacher, *args.student]:
-            if path is not None and not path.is_file():
-                raise BenchmarkError(f'{path}: no such file')
-        for path in (args.markdown, args.csv):
-            if path is not None and not path.parent.is_dir():
-                raise BenchmarkError(f'{path}: folder {path.parent} does not exist')
-        trained = accuracy_inputs(args)
-    except RIFormerError as e:      # bad arguments, and a bad recipe or checkpoint of --accuracy
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-
+    settings = plan.settings
     torch.set_num_threads(settings.threads)
     if not args.system_malloc:
         host_memory.keep_freed_memory()
     env = benchmark.environment(settings)
     env['host malloc'] = host_memory.describe()
-    if any(c.group.startswith('deploy-') for c in cases) and settings.device == 'cpu':
+    if any(c.group.startswith('deploy-') for c in plan.cases) and settings.device == 'cpu':
         from models.quantize import int8_note
         env['cpu int8'] = int8_note()
-    command = 'python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     print('machine: ' + ', '.join(f'{k} {v}' for k, v in env.items()))
     env['load at start'] = benchmark.load_average()
     print(f'load average at start: {env["load at start"]}')
@@ -124,13 +144,17 @@ def main(argv=None) -> int:
         print('warning: the machine is busy; absolute numbers will be low (the interleaving keeps ratios fairer)')
     long = '' if args.smoke else ('; this can take long (on a 2-core CPU, --archs s12,train_s12 at batch 16 took '
                                   'about 24 minutes)')
-    print(f'plan: {len(cases)} rows x {len(batch_sizes)} batch size(s) {batch_sizes}, warm-up {warmup} and {reps} '
-          f'timed repetitions each, interleaved{long}; each repetition prints the time left', flush=True)
-    rows = benchmark.run_benchmark(cases, settings, batch_sizes, reps, warmup, min_time, profile=args.profile,
-                                   log=Progress(len(batch_sizes)))
-    env['load at end'] = benchmark.load_average()
-    if trained:
-        deploy_accuracy(rows, args, trained, settings.threads)
+    print(f'plan: {len(plan.cases)} rows x {len(plan.batch_sizes)} batch size(s) {plan.batch_sizes}, warm-up '
+          f'{plan.warmup} and {plan.reps} timed repetitions each, interleaved{long}; each repetition prints the '
+          f'time left', flush=True)
+    return env
+
+
+def print_tables(rows, args, env):
+    """The results table; the deploy, operator, accuracy and training-phase tables where rows
+    have them."""
+    from distill import benchmark
+    from distill.benchmark import deploy
     print()
     print(benchmark.format_table(rows))
     deploy_table = deploy.format_deploy_table(rows)
@@ -147,9 +171,15 @@ def main(argv=None) -> int:
     if breakdown:
         print('\ntraining step by phase, median (IQR) ms:\n' + breakdown)
     print(f'\nload average at end: {env["load at end"]}')
+
+
+def write_files(rows, args, env, command: str, settings):
+    """--markdown and --csv."""
+    from distill import benchmark
+    from distill.benchmark import deploy
     if args.markdown:
         text = benchmark.format_markdown(rows, env, command)
-        if deploy_table:
+        if deploy.format_deploy_table(rows):
             text += '\nDeploy routes:\n\n' + deploy.format_deploy_table(rows, markdown=True) + '\n'
             ops = deploy.format_ops(rows, markdown=True)
             text += ('\nSelf CPU ms per call by operator category:\n\n' + ops + '\n') if ops else ''
@@ -161,7 +191,6 @@ def main(argv=None) -> int:
     if args.csv:
         benchmark.write_csv(args.csv, rows, settings)
         print(f'csv -> {args.csv}')
-    return 0
 
 
 class Progress:
