@@ -7,9 +7,10 @@ times what ImageNet would):
 - per image, in this process with one torch thread (one core): decoding alone with Pillow
   (the trainer's `distill.images.open_rgb`) or `torchvision.io.decode_jpeg`; decode + the
   recipe's train transform as the trainer builds it (`distill.data.build_transforms`: random
-  resized crop, flip, AutoAugment/RandAugment, to tensor, normalize, random erasing); and the
-  share of it a worker keeps under timm's prefetcher (normalize and random erasing move to the
-  device: `create_transform(..., use_prefetcher=True)`).
+  resized crop, flip, AutoAugment/RandAugment, to tensor, normalize, random erasing), from
+  files or from a `datasets` Arrow copy of them (the trainer's hf_disk source); and the share of
+  it a worker keeps under timm's prefetcher (normalize and random erasing move to the device:
+  `create_transform(..., use_prefetcher=True)`).
 - whole loaders with ONE worker process (so images/s is one worker core's rate) over the same
   images: the trainer's `DataLoader` with its settings, with a deeper prefetch or persistent
   workers, and timm's `create_loader` with and without its prefetcher. The first batch of an
@@ -98,9 +99,22 @@ def decode_tv_to_pil(path):
     return to_pil_image(decode_tv(path))
 
 
-def per_image_rows(cfg: DataConfig, files: List[str], rounds: int = 3) -> List[Row]:
+def arrow_copy(files: List[str], folder: Path, transform):
+    """`files` as a `datasets` Arrow dataset saved in `folder` (the JPEG bytes, not decoded), read
+    back as the trainer's hf_disk source reads it (`distill.data.HFDataset`); and {file: index}."""
+    import datasets
+    from .data import HFDataset
+    datasets.disable_progress_bars()
+    features = datasets.Features({'image': datasets.Image(), 'label': datasets.Value('int64')})
+    rows = {'image': [{'bytes': Path(f).read_bytes(), 'path': None} for f in files], 'label': [0] * len(files)}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
+    return HFDataset(datasets.load_from_disk(str(folder)), 'image', 'label', transform), {f: i for i, f in enumerate(files)}
+
+
+def per_image_rows(cfg: DataConfig, files: List[str], rounds: int = 3, arrow_folder: Optional[Path] = None) -> List[Row]:
     """Rows of work per image, in this process (run it with one torch thread); the rows take
-    turns over `rounds` chunks of `files`, so that a load that changes meanwhile hits all alike."""
+    turns over `rounds` chunks of `files`, so that a load that changes meanwhile hits all alike.
+    With `arrow_folder`, also the same images from a `datasets` Arrow copy written there."""
     torch.manual_seed(0)
     trainer_tf, prefetch_tf = train_transform(cfg), train_transform(cfg, prefetcher=True)
     work = [
@@ -113,6 +127,10 @@ def per_image_rows(cfg: DataConfig, files: List[str], rounds: int = 3) -> List[R
         (Row('decode + transform, prefetcher share', 'timm prefetcher: normalize and erasing on the device'),
          lambda p: prefetch_tf(decode_pil(p))),
     ]
+    if arrow_folder is not None:
+        arrow, index = arrow_copy(files, arrow_folder, trainer_tf)
+        work.append((Row('decode + train transform: datasets Arrow', 'the trainer\'s hf_disk source: JPEG bytes '
+                         'in an Arrow file'), lambda p: arrow[index[p]]))
     for _, fn in work:
         fn(files[0])                      # warm caches and lazy imports
     chunk = max(1, len(files) // rounds)
@@ -233,7 +251,7 @@ def arithmetic(rows: List[Row]) -> str:
              '| worker does | images per CPU-second | x efficiency | cores for 1,000 img/s | cores for 1,500 img/s |',
              '|---|---:|---:|---:|---:|']
     for name in ('decode + train transform: Pillow', 'decode + train transform: torchvision',
-                 'decode + transform, prefetcher share'):
+                 'decode + train transform: datasets Arrow', 'decode + transform, prefetcher share'):
         if name in by_name and by_name[name].images_per_cpu_s:
             rate = by_name[name].images_per_cpu_s * efficiency
             need = workers_needed(rate)

@@ -94,17 +94,21 @@ def test_progress_counts_the_seconds_spent_waiting_for_batches(monkeypatch):
     assert progress.waited == 6.0 and progress.step == 3
 
 
-def test_loader_bench_rows_on_a_tiny_folder(folder):
+def test_loader_bench_rows_on_a_tiny_folder(folder, tmp_path):
     from distill import loader_bench
     cfg = DataConfig(source='folder', path=str(folder), val_split='val', image_size=32, auto_augment='original',
                      re_prob=0.25)
     files = loader_bench.folder_files(folder)
-    rows = loader_bench.per_image_rows(cfg, files[:4], rounds=2)
-    assert [r.images for r in rows] == [4] * 5 and all(len(r.rates) == 2 and r.images_per_cpu_s > 0 for r in rows)
+    rows = loader_bench.per_image_rows(cfg, files[:4], rounds=2, arrow_folder=tmp_path / 'arrow')
+    assert [r.images for r in rows] == [4] * 6 and all(len(r.rates) == 2 and r.images_per_cpu_s > 0 for r in rows)
+    assert rows[-1].name == 'decode + train transform: datasets Arrow'
     rows += loader_bench.loader_rows(cfg, folder, batch_size=2, batches=2, epochs=2)
-    assert [r.images for r in rows[5:]] == [8] * 5
-    assert all(len(r.first_batch_s) == 2 for r in rows[5:])
+    assert [r.images for r in rows[6:]] == [8] * 5
+    assert all(len(r.first_batch_s) == 2 for r in rows[6:])
     table = loader_bench.table(rows)
     assert table.count('\n') == len(rows) + 1 and '| trainer DataLoader |' in table
     assert 'cores for 1,500 img/s' in loader_bench.arithmetic(rows)
+    arrow, index = loader_bench.arrow_copy(files[:2], tmp_path / 'arrow2', None)
+    from distill.images import open_rgb
+    assert list(arrow[index[files[1]]][0].getdata()) == list(open_rgb(files[1]).getdata())   # the same pixels
     assert loader_bench.workers_needed(250.) == {1000.: 4, 1500.: 6}

@@ -81,7 +81,9 @@ def main(argv=None) -> int:
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print('note: the machine is busy; rates are lower than on an idle core, compare rows with each other')
     start = time.perf_counter()
-    rows = loader_bench.per_image_rows(cfg, files[:args.images], args.rounds)
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix='loader_bench_arrow_') as arrow:     # the Arrow copy, removed after
+        rows = loader_bench.per_image_rows(cfg, files[:args.images], args.rounds, Path(arrow))
     print(f'per-image rows done ({time.perf_counter() - start:.0f} s); loader rows ...', flush=True)
     rows += loader_bench.loader_rows(cfg, args.folder, args.batch_size, args.batches, args.epochs)
     print()
