@@ -179,12 +179,7 @@ def export_torchscript(model, out, size, in_chans):
     return lambda x: _outputs(loaded(x))
 
 
-@one_line_errors
-def main(argv=None):
-    # torch flags the TorchScript-based exporters as deprecated; they are what needs no extra
-    # packages (the dynamo ONNX exporter wants onnxscript), and every file is checked below.
-    warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
-    warnings.filterwarnings('ignore', message=r'.*`torch\.jit\..*` is deprecated.*')
+def build_parser() -> Parser:
     parser = Parser(description=__doc__.split('\n\n')[0])
     parser.add_argument('source', help='deploy checkpoint or efficient backbone name')
     parser.add_argument('--format', required=True, choices=FORMATS, help='what to write: ' + ', '.join(FORMATS))
@@ -203,66 +198,86 @@ def main(argv=None):
     parser.add_argument('--calib-images', type=int, default=256, help='calibration images from DATA (default 256)')
     parser.add_argument('--tol', type=float, default=None,
                         help='max relative error vs PyTorch fp32 (default 1e-4; bf16 3e-2; int8 0.25)')
-    args = parser.parse_args(argv)
-    import torch
-    import models
-    from models import CheckpointError, UsageError
+    return parser
+
+
+@one_line_errors
+def main(argv=None):
+    # torch flags the TorchScript-based exporters as deprecated; they are what needs no extra
+    # packages (the dynamo ONNX exporter wants onnxscript), and every file is checked below.
+    warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export.*')
+    warnings.filterwarnings('ignore', message=r'.*`torch\.jit\..*` is deprecated.*')
+    args = build_parser().parse_args(argv)
+    from models import CheckpointError
     from models.paths import check_output, one_line_write_failure
+    check_precision_args(args)
+    out = output_path(args)
+    check_output(written_files(out, args.format), [args.source, args.weights, args.int8])
+    if args.format == 'mmpretrain':
+        from models.handoff.mmpretrain import export_mmpretrain
+        report = export_mmpretrain(args.source, out)
+        print(f'{args.source} -> {out}\n  {report}')
+        return 0
+    if args.format == 'deploy':
+        return write_deploy(args, out)
+    model, name = load_source(args.source, args.weights, args.features, args.out_indices)
+    model.eval()
+    in_chans = 3
+    out.parent.mkdir(parents=True, exist_ok=True)
+    calib, held_out = calibration_split(args)
+    size = args.image_size or (calib[0].shape[-1] if calib else 224)
+    # a partial file (a full disk left a 0-byte .onnx) is no export: removed, one line
+    with one_line_write_failure(out, cleanup=lambda: remove_output(out)):
+        run = write_export(args, model, out, size, in_chans, calib)
+    sizes = (size, size + 32)
+    agreement = []
     try:
-        check_precision_args(args)
-        out = Path(args.output) if args.output else default_output(args.source, args.format, args.features)
-        if args.int8 and not args.output:
-            out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.int8' + SUFFIX[args.format])
-        elif args.dtype == 'bf16' and not args.output:
-            out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.bf16' + SUFFIX[args.format])
-        check_output(written_files(out, args.format), [args.source, args.weights, args.int8])
-        if args.format == 'mmpretrain':
-            from models.handoff.mmpretrain import export_mmpretrain
-            report = export_mmpretrain(args.source, out)
-            print(f'{args.source} -> {out}\n  {report}')
-            return 0
-        if args.format == 'deploy':
-            return write_deploy(args, out)
-        model, name = load_source(args.source, args.weights, args.features, args.out_indices)
-        model.eval()
-        in_chans = 3
-        out.parent.mkdir(parents=True, exist_ok=True)
-        calib = held_out = None
-        if args.int8:
-            from distill.calibration import calibration_batches
-            images = torch.cat(calibration_batches(args.int8, args.calib_images + CHECK_IMAGES, 32, args.image_size))
-            if len(images) <= CHECK_IMAGES:
-                raise UsageError(f'{args.int8}: {len(images)} images; int8 needs more than {CHECK_IMAGES} '
-                                 f'(calibration + check)')
-            calib = list(images[:-CHECK_IMAGES].split(32))
-            held_out = list(images[-CHECK_IMAGES:].split(32))
-        size = args.image_size or (calib[0].shape[-1] if calib else 224)
-        reference = model
-        # a partial file (a full disk left a 0-byte .onnx) is no export: removed, one line
-        with one_line_write_failure(out, cleanup=lambda: remove_output(out)):
-            run = write_export(args, model, out, size, in_chans, calib)
-        sizes = (size, size + 32)
-        agreement = []
-        try:
-            worst = check(reference, run, sizes, 1, in_chans, args.tol, inputs=held_out, agreement=agreement)
-        except CheckpointError:
-            remove_output(out)
-            raise
-        kind = {'int8': ' int8', 'bf16': ' bf16'}.get('int8' if args.int8 else args.dtype, '')
-        print(f'{args.source} ({name}, {"features" if args.features else "classifier"}{kind}) -> {out}')
-        where = (f'{CHECK_IMAGES} held-out images of {args.int8} (fp32 PyTorch)' if held_out else
-                 f'{sizes[0]}px (batch 1) and {sizes[1]}px (batch 2)')
-        same = f', same prediction on {agreement[0]:.1f} %' if agreement else ''
-        print(f'  checked against PyTorch at {where}: max relative error {worst:.2e}{same}')
-        if args.dtype == 'bf16' and models.bf16_note():
-            print(f'  note: {models.bf16_note()}')
-        if args.int8:
-            from models.quantize import int8_note
-            print(f'  GroupNorm stays fp32 (models/quantize.py); this CPU: {int8_note()}')
-    except CheckpointError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        worst = check(model, run, sizes, 1, in_chans, args.tol, inputs=held_out, agreement=agreement)
+    except CheckpointError:
+        remove_output(out)
+        raise
+    report_export(args, name, out, worst, sizes, held_out, agreement)
     return 0
+
+
+def output_path(args) -> Path:
+    """-o, else next to the source (in the cwd for a name), marked .int8 / .bf16 where it is."""
+    out = Path(args.output) if args.output else default_output(args.source, args.format, args.features)
+    if args.int8 and not args.output:
+        out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.int8' + SUFFIX[args.format])
+    elif args.dtype == 'bf16' and not args.output:
+        out = out.with_name(out.name[:-len(SUFFIX[args.format])] + '.bf16' + SUFFIX[args.format])
+    return out
+
+
+def calibration_split(args):
+    """(calibration batches, held-out check batches) from --int8 DATA; (None, None) without it."""
+    if not args.int8:
+        return None, None
+    import torch
+    from distill.calibration import calibration_batches
+    from models import UsageError
+    images = torch.cat(calibration_batches(args.int8, args.calib_images + CHECK_IMAGES, 32, args.image_size))
+    if len(images) <= CHECK_IMAGES:
+        raise UsageError(f'{args.int8}: {len(images)} images; int8 needs more than {CHECK_IMAGES} '
+                         f'(calibration + check)')
+    return list(images[:-CHECK_IMAGES].split(32)), list(images[-CHECK_IMAGES:].split(32))
+
+
+def report_export(args, name: str, out: Path, worst: float, sizes, held_out, agreement):
+    """What was written and how well it agrees with PyTorch fp32."""
+    import models
+    kind = {'int8': ' int8', 'bf16': ' bf16'}.get('int8' if args.int8 else args.dtype, '')
+    print(f'{args.source} ({name}, {"features" if args.features else "classifier"}{kind}) -> {out}')
+    where = (f'{CHECK_IMAGES} held-out images of {args.int8} (fp32 PyTorch)' if held_out else
+             f'{sizes[0]}px (batch 1) and {sizes[1]}px (batch 2)')
+    same = f', same prediction on {agreement[0]:.1f} %' if agreement else ''
+    print(f'  checked against PyTorch at {where}: max relative error {worst:.2e}{same}')
+    if args.dtype == 'bf16' and models.bf16_note():
+        print(f'  note: {models.bf16_note()}')
+    if args.int8:
+        from models.quantize import int8_note
+        print(f'  GroupNorm stays fp32 (models/quantize.py); this CPU: {int8_note()}')
 
 
 def _copy(model):
