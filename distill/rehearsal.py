@@ -243,6 +243,8 @@ def rehearse(recipe: Path, data: Path, work: Path, batch: int, steps: int, proce
             'peak_worker_rss_gib': {r: round(v / GIB, 2) for r, v in sorted(session.peak_worker_rss.items())},
             'checkpoint_write_s': session.checkpoint_write_s, 'log': session.log}
         log(f'{name}: exit {session.returncode}{" (killed)" if session.killed else ""} after {session.wall_s} s')
+        if name == 'killed':
+            report['killed_with'] = sorted(p.name for p in (out / 'checkpoints').glob('epoch_*'))
         if session.returncode not in (0, -signal.SIGKILL) and not session.killed:
             report['error'] = f'{name} session failed with exit code {session.returncode}; see {session.log}'
             return report
@@ -255,7 +257,10 @@ def rehearse(recipe: Path, data: Path, work: Path, batch: int, steps: int, proce
     report['resume'] = same_weights(a / 'model.safetensors', work / 'b' / 'model.safetensors')
     b_summary = json.loads((work / 'b' / 'summary.json').read_text())
     report['resume']['same_final_metrics'] = learned(summary['final']) == learned(b_summary['final'])
-    report['resume']['exact'] = report['resume']['differ'] == 0 and report['resume']['same_final_metrics']
+    # the resume is only tested when the killed session left epochs to train
+    report['resume']['resumed_session_trained'] = bool(report['sessions']['resumed']['checkpoint_write_s'])
+    report['resume']['exact'] = (report['resume']['differ'] == 0 and report['resume']['same_final_metrics']
+                                 and report['resume']['resumed_session_trained'])
     return report
 
 
@@ -263,8 +268,10 @@ TIMINGS = ('epoch_time', 'train/images_per_sec', 'train/data_wait')
 
 
 def learned(metrics: dict) -> dict:
-    """The metrics of what a run computed, without its timings (which no two sessions share)."""
-    return {k: v for k, v in metrics.items() if k not in TIMINGS}
+    """The metrics of what a run computed, without its timings (which no two sessions share),
+    at the 5 decimals of the run's history (a resumed run that has nothing left to train reports
+    its last epoch from there)."""
+    return {k: round(v, 5) for k, v in metrics.items() if k not in TIMINGS}
 
 
 def report_table(report: dict) -> str:
@@ -288,8 +295,10 @@ def report_table(report: dict) -> str:
                      f'{workers} | {writes} |')
     ckpt = ', '.join(f'{k} {v} MB' for k, v in report['checkpoint_mb'].items())
     r = report['resume']
+    killed_with = ', '.join(report.get('killed_with', [])) or 'no checkpoint'
+    trained = '' if r.get('resumed_session_trained', True) else ' (the resumed session had nothing left to train: not a test)'
     lines += ['', f'checkpoint size: {ckpt}; model.safetensors {report["model_mb"]} MB',
-              f'resume: killed after epoch_0001 and resumed -> {r["tensors"] - r["differ"]}/{r["tensors"]} tensors '
+              f'resume: killed holding {killed_with}, resumed{trained} -> {r["tensors"] - r["differ"]}/{r["tensors"]} tensors '
               f'bit-identical to the uninterrupted run (max |diff| {r["max_abs_diff"]:.3g}), final metrics '
               f'{"identical" if r["same_final_metrics"] else "different"}: '
               f'{"EXACT" if r["exact"] else "NOT EXACT"}']

@@ -39,9 +39,11 @@ def test_same_weights_bit_for_bit(tmp_path):
 
 
 def test_timings_are_not_part_of_what_a_resume_must_reproduce():
-    a = {'val/top1': 1.5, 'loss/total': 0.25, 'epoch_time': 3.0, 'train/images_per_sec': 9.0, 'train/data_wait': 0.1}
-    b = {**a, 'epoch_time': 4.0, 'train/images_per_sec': 7.0, 'train/data_wait': 0.3}
+    a = {'val/top1': 1.5, 'loss/total': 0.2500012, 'epoch_time': 3.0, 'train/images_per_sec': 9.0,
+         'train/data_wait': 0.1}
+    b = {**a, 'loss/total': 0.25, 'epoch_time': 4.0, 'train/images_per_sec': 7.0, 'train/data_wait': 0.3}
     assert rehearsal.learned(a) == rehearsal.learned(b) == {'val/top1': 1.5, 'loss/total': 0.25}
+    assert rehearsal.learned({'loss/total': 0.25002}) != rehearsal.learned(b)
 
 
 def test_launch_command_uses_accelerate_for_several_processes():
@@ -62,13 +64,17 @@ def test_report_table_says_whether_the_resume_was_exact():
               'sessions': {'uninterrupted': {'returncode': 0, 'killed': False, 'wall_s': 90.0,
                                              'peak_rss_gib': {0: 1.6, 1: 1.7}, 'peak_worker_rss_gib': {0: 1.2, 1: 1.2},
                                              'checkpoint_write_s': {'epoch_0001': 0.7}}},
-              'checkpoint_mb': {'epoch_0001': 136.7}, 'model_mb': 45.5,
-              'resume': {'tensors': 156, 'differ': 0, 'max_abs_diff': 0.0, 'same_final_metrics': True, 'exact': True}}
+              'checkpoint_mb': {'epoch_0001': 136.7}, 'model_mb': 45.5, 'killed_with': ['epoch_0001'],
+              'resume': {'tensors': 156, 'differ': 0, 'max_abs_diff': 0.0, 'same_final_metrics': True,
+                         'resumed_session_trained': True, 'exact': True}}
     text = rehearsal.report_table(report)
     assert '| 1 | 3.50 | 0.10 | 3.40 | 4.6 |' in text
     assert '| uninterrupted | 0 | 90.0 | 1.60, 1.70 | 1.20, 1.20 | epoch_0001 0.70 |' in text
-    assert text.endswith('156/156 tensors bit-identical to the uninterrupted run (max |diff| 0), final metrics '
-                         'identical: EXACT')
+    assert text.endswith('resume: killed holding epoch_0001, resumed -> 156/156 tensors bit-identical to the '
+                         'uninterrupted run (max |diff| 0), final metrics identical: EXACT')
+    late = {**report, 'killed_with': ['epoch_0001', 'epoch_0002'],
+            'resume': {**report['resume'], 'resumed_session_trained': False, 'exact': False}}
+    assert 'resumed (the resumed session had nothing left to train: not a test)' in rehearsal.report_table(late)
 
 
 @pytest.mark.parametrize('args,message', [
