@@ -13,9 +13,12 @@ Per detector family:
   `DeployBackbone` and `RIFormerBlock` (layers.py) as YAML module names (see recipes/detect/
   and tools/detect.py); importing this package registers them with every detector parser already
   imported, which is what unpickling a detector checkpoint does (register.py).
-* YOLOv5 / YOLOv9 code bases: `models.handoff.yolov5` (a shim module for their parsers).
-* whole detectors: `models.handoff.detector` folds every RIFormerBlock of an ultralytics / yolo9
-  checkpoint (`tools/reparam.py DETECTOR.pt`) and reads detector pickles with restricted unpickling.
+* YOLOv5 / YOLOv9 code bases: `models.handoff.yolov5` (the shim for their parsers is
+  yolov5_build.py; yolov5.py adds `load_detection_model`).
+* detector checkpoints, in layers that import only downwards: detector_file.py (what a pickle
+  names, writing a checkpoint), yolo.py / yolov5_build.py (the builders), safe_load.py (reading
+  one without running anything from it: `load_pickled`, `vet_checkpoint`, ultralytics' safe
+  mode), detector.py (folding every RIFormerBlock of a whole detector, `tools/reparam.py DETECTOR.pt`).
 * mmdet / mmpretrain: `models.handoff.mmpretrain` (checkpoint in mmpretrain's RIFormer layout).
 """
 from .backbone import DeployBackbone, backbone_names, build_backbone, read_metadata

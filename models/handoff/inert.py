@@ -8,7 +8,7 @@ stand-in (`Inert`) made for that name: unpickling creates stand-ins holding the 
 objects would have had (`__dict__`: `_parameters`, `_buffers`, `_modules`, plain attributes)
 and calls nothing else. A stand-in refuses to be called with arguments, which a saved module
 never is. What comes out is tensors, containers, plain data and stand-ins; the real model is then
-rebuilt from the stored YAML (`detector.load_pickled`).
+rebuilt from the stored YAML (`safe_load.load_pickled`).
 """
 from collections import OrderedDict
 from typing import Dict, Iterable

@@ -288,7 +288,7 @@ def init_checkpoint(cfg: dict, run_dir, nc: Optional[int] = None) -> Path:
     their files), and save it as `run_dir/init.pt`, a checkpoint ultralytics trains from
     (`YOLO('init.pt').train(...)`) whose stored YAML names the architecture only. The prepared
     YAML is written next to it as `run_dir/model.yaml`. Returns the checkpoint path."""
-    from .detector import save_detector
+    from .detector_file import save_detector
     run_dir = Path(run_dir)
     cfg = copy.deepcopy(cfg)
     if nc is not None:
