@@ -282,6 +282,25 @@ def test_riformer_yolo_vets_model_written_with_spaces_and_refuses_urls(attempt, 
         server.close()
 
 
+@pytest.mark.parametrize('attempt', ['constructor'], indirect=True)
+def test_plain_yolo_is_outside_the_guards_and_riformer_yolo_is_not(attempt, tmp_path):
+    """What docs/SECURITY.md tells users of ultralytics' own `yolo` command: it unpickles the
+    checkpoint itself and runs the payload; `riformer-yolo` with the same arguments refuses it."""
+    yolo = Path(sys.executable).parent / 'yolo'
+    if not yolo.exists():
+        pytest.skip("ultralytics' yolo command is not installed next to this python")
+    path, marker, _ = attempt
+    subprocess.run([str(yolo), 'detect', 'val', f'model={path}'], cwd=tmp_path, env=isolated(tmp_path),
+                   capture_output=True, text=True, timeout=300)
+    assert marker.exists(), 'plain yolo did not run the payload: the note in docs/SECURITY.md is out of date'
+    marker.unlink()
+    result = subprocess.run([sys.executable, '-m', 'distill.cli.yolo', 'detect', 'val', f'model={path}'], cwd=ROOT,
+                            env=isolated(tmp_path), capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and err[0].startswith('error: '), result.stderr[-2000:]
+    assert not marker.exists()
+
+
 # The yolov5 and yolo9 code bases (installed on the side, see docs/DETECTORS.md; skipped where
 # absent): their parser evals module names, string arguments and the activation.
 def tiny_yaml(codebase: str) -> dict:
