@@ -14,6 +14,8 @@ from distill.ablation import load_ablation_config, plan
 from distill.similarity import linear_cka, normalised_mse
 from distill.cli import ablate
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread per process: the CI machine has 2 shared cores, where spinning OpenMP
 # threads of parallel processes slow each other down many-fold.

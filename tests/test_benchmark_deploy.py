@@ -9,6 +9,8 @@ from distill.benchmark import deploy
 from distill.cli import benchmark as benchmark_tool
 from helpers import randomize, skip_openvino_under_onednn_cap
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 FAST_FORMS = 'fp32,bf16,ort,ort-int8,openvino,openvino-int8'
 
 

@@ -23,6 +23,8 @@ from distill.cli import detect, reparam  # noqa: E402
 from distill.detect_exports import EXPORTS, check_exports  # noqa: E402
 from test_detect_reparam import RECIPE, neck_blocks, tiny_data, train_args  # noqa: E402,F401
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 # 16-bit exports: OpenVINO computes them in bf16 on CPUs with AVX512-BF16 (8 mantissa bits, 4e-3
 # per rounding), and a one-epoch detector's scores moved by up to 0.0225 across runs (2e-2 failed
 # once in CI): 5e-2 still fails any export that computes something else.

@@ -10,6 +10,8 @@ import models
 from distill.cli import export
 from helpers import randomize
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 RECIPE = 'recipes/digits/imitation.yaml'
 
 

@@ -31,7 +31,7 @@ FAST = ['data.val_fraction=0.8', 'train.batch_size=32', 'train.progress=false', 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('fresh_accelerate_state')]   # conftest.py
 
 
 def train(capsys, out, *overrides):

@@ -11,6 +11,8 @@ import models
 from distill.cli import export, reparam
 from helpers import deploy_checkpoint, randomize
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 

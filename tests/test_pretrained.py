@@ -13,6 +13,8 @@ from distill.config import load_recipe
 from distill.preflight import check_inputs
 from helpers import mmpretrain_layout, official_file_in_torch_hub_cache, randomize
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 ROOT = models.__file__.rsplit('/', 2)[0]
 
 

@@ -31,6 +31,8 @@ import models
 from helpers import randomize, skip_openvino_under_onednn_cap
 from models import quantize as q
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 SIZE = 32
 
 

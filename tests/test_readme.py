@@ -15,6 +15,8 @@ import timm
 import models
 from helpers import official_file_in_torch_hub_cache, randomize
 
+pytestmark = pytest.mark.slow          # trains, exports or runs a tool end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = '.venv/bin/python tools/pipeline.py --epochs 1'   # stands in for `make demo` (the venv exists)
 

@@ -26,7 +26,7 @@ DIGITS = ROOT / 'recipes' / 'digits'
 FAST = FAST_TRAIN
 
 
-pytestmark = pytest.mark.usefixtures('fresh_accelerate_state')   # conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures('fresh_accelerate_state')]   # conftest.py
 
 
 def run_main(capsys, recipe, *overrides):
