@@ -88,6 +88,7 @@ def test_archs_naming_nothing_or_everything_is_one_line(archs, message, capsys):
     assert 'plan:' not in out
 
 
+@pytest.mark.slow      # the tool in a process of its own (torch's import)
 def test_the_command_prints_no_traceback_for_a_damaged_checkpoint(checkpoints):
     result = subprocess.run(
         [sys.executable, str(ROOT / 'tools' / 'benchmark.py'), '--smoke', '--archs', 'deploy_mini',
