@@ -178,7 +178,8 @@ def fused_blocks(model: nn.Module) -> list:
 @contextlib.contextmanager
 def reference_forward(model: nn.Module):
     """Inside, every fused block of `model` runs its reference forward (e.g. for counting its
-    operations); afterwards each is as it was.
+    operations): no oneDNN fusion, and RIFormer deploy blocks with their two GroupNorms as written
+    (not the one-pass form); afterwards each is as it was.
 
     Args:
         model: any model; blocks without a fused path are left alone.
@@ -196,11 +197,15 @@ def reference_forward(model: nn.Module):
         (False, True)
     """
     blocks = fused_blocks(model)
-    states = [b.fused for b in blocks]
+    states = [(b.fused, getattr(b, 'norm_path', None)) for b in blocks]
     for block in blocks:
         block.fused = False
+        if hasattr(block, 'norm_path'):
+            block.norm_path = 'two-norms'
     try:
         yield model
     finally:
-        for block, state in zip(blocks, states):
-            block.fused = state
+        for block, (fused, norm_path) in zip(blocks, states):
+            block.fused = fused
+            if norm_path is not None:
+                block.norm_path = norm_path

@@ -12,7 +12,10 @@ oneDNN-fused path for deploy-form CPU inference, same function, see `_forward_de
 * ``deploy``: additionally layer scale 1 folded into norm1, norm2's affine into mlp.fc1 and
   layer scale 2 into mlp.fc2, leaving x + norm1'(x);  x + mlp'(normalize(x)).
 
-Every fold is exact: GroupNorm(1) normalises per sample, so only its affine part moves.
+Every fold is exact: GroupNorm(1) normalises per sample, so only its affine part moves. In eval
+mode a deploy block can take both norms' statistics from one pass over its input
+(`models/deploy_norms.py`): by default where torch.compile or torch.export traces it,
+everywhere or nowhere with `RIFormer.set_norm_path('one-pass' | 'two-norms')`.
 """
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
@@ -23,6 +26,8 @@ import torch.nn as nn
 from timm.layers import DropPath, GroupNorm1, LayerNorm2d, Mlp, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+
+from .deploy_norms import check_norm_path, eager_norms, one_pass_norms
 
 __all__ = ['RIFormer', 'RIFormerBlock', 'Affine', 'FORMS', 'ARCHS']
 
@@ -139,11 +144,18 @@ class RIFormerBlock(nn.Module):
         # Deploy-form inference on CPU uses oneDNN-fused convolutions; False forces the
         # reference forward (the benchmark compares the two). Not part of the state dict.
         self.fused = True
+        # How an eval-mode deploy block computes its two norms ('auto', 'one-pass' or 'two-norms',
+        # models/deploy_norms.py); not part of the state dict either.
+        self.norm_path = 'auto'
 
     def forward(self, x):
         if self.fused and self.form == 'deploy' and not self.training and _fused_cpu_inference(x) \
                 and not self._bypassed_observed():
             return self._forward_deploy_fused(x)
+        if self._one_pass(traced=torch.compiler.is_compiling()):
+            # Standard ops, so that torch.compile and torch.export trace the one-pass form.
+            y, z = one_pass_norms(x, self.norm1.weight, self.norm1.bias, self.norm1.eps, self.norm2.eps)
+            return y + self.mlp(z)
         x = x + self.layer_scale1(self.drop_path1(self.token_mixer(self.norm1(x))))
         x = x + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
         return x
@@ -154,18 +166,34 @@ class RIFormerBlock(nn.Module):
         mlp = self.mlp
         return _observed(mlp) or any(m._forward_hooks or m._forward_pre_hooks for m in mlp._modules.values())
 
+    def _one_pass(self, traced: bool = False) -> bool:
+        # Eval mode only (drop path would sit between the norms), and never past a hooked norm,
+        # whose call the one-pass form skips.
+        wanted = self.norm_path == 'one-pass' or (self.norm_path == 'auto' and traced)
+        return (wanted and self.form == 'deploy' and not self.training
+                and not _observed(self.norm1) and not _observed(self.norm2))
+
     def _forward_deploy_fused(self, x):
         # The deploy block x + norm1(x); x + fc2(gelu(fc1(norm2(x)))) with the GELU and the
         # residual add done inside oneDNN's 1x1 convolutions (post-ops): the 4C-wide hidden map
         # is written and read once instead of twice, and the sum needs no pass of its own.
-        # Same ops in the same order, exact to float rounding (GELU in erf form, as nn.GELU).
-        x = self.norm1(x).add_(x)
+        # Same function, exact to float rounding (GELU in erf form, as nn.GELU).
+        y, z = self._fused_norms(x)
         fc1, fc2 = self.mlp.fc1, self.mlp.fc2
         one, zero = [1, 1], [0, 0]
         h = torch.ops.mkldnn._convolution_pointwise(
-            self.norm2(x), fc1.weight, fc1.bias, zero, one, one, 1, 'gelu', [], 'none')
+            z, fc1.weight, fc1.bias, zero, one, one, 1, 'gelu', [], 'none')
         return torch.ops.mkldnn._convolution_pointwise.binary(
-            h, x, fc2.weight, fc2.bias, zero, one, one, 1, 'add', None, None, [], None)
+            h, y, fc2.weight, fc2.bias, zero, one, one, 1, 'add', None, None, [], None)
+
+    def _fused_norms(self, x):
+        """(x + norm1(x), norm2(x + norm1(x))): Inductor's one-pass kernels, or the two GroupNorms."""
+        if self._one_pass():
+            out = eager_norms(x, self.norm1.weight, self.norm1.bias, self.norm1.eps, self.norm2.eps)
+            if out is not None:
+                return out
+        y = self.norm1(x).add_(x)
+        return y, self.norm2(y)
 
     @torch.no_grad()
     def reparameterize(self, form: str = 'deploy'):
@@ -318,6 +346,26 @@ class RIFormer(nn.Module):
         for block in self.modules():
             if isinstance(block, RIFormerBlock):
                 block.fused = enable
+        return self
+
+    @torch.jit.ignore
+    def set_norm_path(self, path: str = 'auto') -> 'RIFormer':
+        """How the deploy blocks compute their two GroupNorms in eval mode: 'auto' (the default:
+        both norms' statistics from one reduction over the block input where torch.compile or
+        torch.export traces the model, i.e. the compiled and PT2E int8 forms; the two GroupNorms
+        in eager PyTorch and ONNX export), 'one-pass' (also in eager PyTorch, by kernels Inductor
+        compiles at the first call per input shape) or 'two-norms' (the GroupNorms as written
+        everywhere). All compute the same function to float rounding (models/deploy_norms.py).
+        Returns the model.
+
+        Example:
+            >>> import timm, models
+            >>> m = models.reparameterize(timm.create_model('riformer_mini')).set_norm_path('two-norms')
+        """
+        check_norm_path(path)
+        for block in self.modules():
+            if isinstance(block, RIFormerBlock):
+                block.norm_path = path
         return self
 
     def set_grad_checkpointing(self, enable=True):
