@@ -134,3 +134,23 @@ def test_openvino_rows_are_skipped_with_a_reason_under_onednn_isa_cap(monkeypatc
         q.openvino_runner(object())
     monkeypatch.delenv('ONEDNN_MAX_CPU_ISA')
     assert q.openvino_refusal() is None
+
+
+def test_norm_path_rows_time_the_other_block_path_against_poolformer_in_the_same_form(monkeypatch):
+    # Each PyTorch form has a RIFormer row with the other deploy norm path (issue 29), read
+    # against PoolFormer in its base form, and its kernels counted as one-pass norms.
+    forms = [c.form for c in deploy.deploy_cases('mini') if c.model == 'riformer_mini']
+    assert forms[:8] == ['fp32', 'fp32:one-pass', 'bf16', 'bf16:one-pass', 'compiled', 'compiled:two-norms',
+                         'int8', 'int8:two-norms']
+    rows = [{'group': 'deploy-mini', 'batch': 2, 'model': m, 'form': f, 'seconds': s}
+            for m, f, s in [('poolformer_mini', 'fp32', [2., 4.]), ('riformer_mini', 'fp32', [1., 2.]),
+                            ('riformer_mini', 'fp32:one-pass', [0.5, 1.])]]
+    deploy.paired(rows)
+    assert rows[2]['vs_poolformer_same'][0] == 4. and rows[2]['vs_deploy_fp32'][0] == 2.
+    paths = []
+    monkeypatch.setattr(models.RIFormer, 'set_norm_path', lambda self, path: paths.append(path) or self)
+    model = models.reparameterize(timm.create_model('riformer_mini', num_classes=10).eval())
+    deploy.build_route('fp32:one-pass', model, [], torch.zeros(1, 3, 32, 32), 1, None)
+    assert paths == ['one-pass']
+    assert deploy.categorize('graph_4_cpp_fused_add_mean_mul_pow_rsqrt_sub_view_0') == 'one-pass norms'
+    assert deploy.categorize('graph_1_cpp_fused_add_mul_unbind_view_0') == 'one-pass norms'

@@ -10,6 +10,12 @@ from trained checkpoints (`--accuracy`), each route's top-1 and agreement with f
 | `int8` | PT2E int8 (torchao, X86 Inductor quantizer) compiled by Inductor with freezing |
 | `ort` / `ort-int8` | ONNX Runtime on the exported graph, fp32 / static QDQ int8 |
 | `openvino` / `openvino-bf16` / `openvino-int8` | OpenVINO CPU: fp32 (f32 hint), bf16 hint, NNCF int8 |
+| `fp32:one-pass`, `bf16:one-pass`, `compiled:two-norms`, `int8:two-norms` | RIFormer only: the form with the other deploy-block norm path (`RIFormer.set_norm_path`) |
+
+RIFormer's deploy blocks compute their two GroupNorms by the model's default norm path ('auto':
+one statistics pass where torch.compile / torch.export trace them, the two GroupNorms in eager
+PyTorch; models/deploy_norms.py); the `:one-pass` / `:two-norms` rows time the other path in the
+same form, so the table and `--profile`'s operator breakdown show both.
 
 The int8 rows say which instructions their kernels ran on and what they quantized to
 (`int8 ISA`: `avx512_vnni/8-bit`, or `avx2/7-bit` on CPUs without VNNI, where the routes
@@ -44,8 +50,14 @@ FORMS = {
     'int8': ('int8', 'inductor'), 'ort': ('fp32', 'onnxruntime'), 'ort-int8': ('int8', 'onnxruntime'),
     'openvino': ('fp32', 'openvino'), 'openvino-bf16': ('bf16', 'openvino'), 'openvino-int8': ('int8', 'openvino'),
 }
+# RIFormer rows with the other norm path than the default: form -> (base form, norm path).
+NORM_PATH_FORMS = {'fp32:one-pass': ('fp32', 'one-pass'), 'bf16:one-pass': ('bf16', 'one-pass'),
+                   'compiled:two-norms': ('compiled', 'two-norms'), 'int8:two-norms': ('int8', 'two-norms')}
+FORMS.update({form: FORMS[base] for form, (base, _) in NORM_PATH_FORMS.items()})
 POOLFORMER_FORMS = ('fp32', 'bf16', 'compiled', 'int8')
-DEPLOY_FORMS = tuple(FORMS)
+# Each norm-path row next to its form's.
+DEPLOY_FORMS = tuple(f for base in FORMS if base not in NORM_PATH_FORMS
+                     for f in [base] + [v for v, (b, _) in NORM_PATH_FORMS.items() if b == base])
 # The int8 forms' runtime in models.quantize's terms (whose kernels, which ISA).
 INT8_RUNTIMES = {'int8': 'pt2e', 'ort-int8': 'onnxruntime', 'openvino-int8': 'openvino'}
 
@@ -85,6 +97,9 @@ def build_route(form: str, model: nn.Module, calib: Sequence[torch.Tensor], exam
                 threads: int, workdir: Path) -> Runner:
     """The runner of `form` for the fp32 eval-mode `model` (a copy is changed, never `model`)."""
     model = copy.deepcopy(model).eval().float()
+    if form in NORM_PATH_FORMS:
+        form, path = NORM_PATH_FORMS[form]
+        model.set_norm_path(path)
     if form == 'fp32':
         return _eager(model)
     if form == 'bf16':
@@ -161,8 +176,9 @@ def paired(rows: List[dict]) -> None:
     by = {(r['group'], r['batch'], r['model'], r['form']): r for r in rows if r['group'].startswith('deploy-')}
     for (group, batch, model, form), r in by.items():
         size = group[len('deploy-'):]
+        same = NORM_PATH_FORMS.get(form, (form,))[0]          # fp32:one-pass is read against PoolFormer fp32
         refs = {'vs_poolformer_fp32': (f'poolformer_{size}', 'fp32'), 'vs_deploy_fp32': (f'riformer_{size}', 'fp32'),
-                'vs_poolformer_same': None if model.startswith('poolformer') else (f'poolformer_{size}', form)}
+                'vs_poolformer_same': None if model.startswith('poolformer') else (f'poolformer_{size}', same)}
         for key, ref in refs.items():
             base = by.get((group, batch) + ref) if ref else None
             if base is None or len(base['seconds']) != len(r['seconds']):
@@ -213,6 +229,9 @@ CATEGORIES = (
     ('group norm', ('group_norm', 'native_group_norm')),     # Inductor's kernels that fuse one count here
     ('compiled-graph overhead', ('compiledfxgraph', 'dynamo', 'aotdispatcher', 'pregraph', 'compiled region')),
     ('layer norm', ('layer_norm',)),
+    # The deploy blocks' one-pass norms: Inductor's statistics kernels (..._rsqrt_...) and the
+    # pointwise pass that writes both outputs (..._unbind_...), eager or inside a compiled graph.
+    ('one-pass norms', ('rsqrt', 'unbind')),
     ('int8 conv/linear', ('qconv', 'qlinear')),
     ('conv/linear', ('convolution', 'conv2d', 'mkldnn', 'linear', 'addmm', 'matmul', 'mm')),
     ('layout copies', ('copy_', 'contiguous', 'clone', 'to_dense', 'reorder', '_to_copy')),
