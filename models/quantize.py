@@ -23,7 +23,11 @@ quantizer has no GroupNorm pattern; ORT is asked for Conv and Gemm only, so Grou
 as InstanceNormalization + Mul + Add, GELU's Erf and the residual adds stay fp32; NNCF keeps
 normalizations in float). So each block dequantizes before GN1 and GN2 and quantizes their
 outputs again in front of fc1: that int8 <-> fp32 traffic around GroupNorm is what int8
-costs a PoolFormer-family model, and the benchmark's breakdown shows it.
+costs a PoolFormer-family model, and the benchmark's breakdown shows it. PT2E traces RIFormer's
+deploy blocks in their one-pass form (models/deploy_norms.py: both norms' statistics from one
+float reduction over the block input, products of statistics kept out of int8), which Inductor
+compiles into a reduction and one pointwise pass that writes the residual and fc1's quantized
+input; the ONNX export keeps the two GroupNorms, which ORT and OpenVINO fuse as InstanceNorm.
 
 Which CPU an int8 model is made for (`int8_target`): x86 CPUs without VNNI/AMX (AVX2, and
 AVX-512 before Cascade Lake / Zen 4) multiply u8 activations by s8 weights with vpmaddubsw,
@@ -140,7 +144,10 @@ def quantize_pt2e(model: nn.Module, batches: Sequence[torch.Tensor], target: Opt
     with torch.no_grad():
         exported = torch.export.export(model, example, dynamic_shapes=({0: batch},)).module()
         config = get_default_x86_inductor_quantization_config(reduce_range=target == 'no-vnni')
-        quantizer = X86InductorQuantizer().set_global(config)
+        # No int8 multiplications: the X86 quantizer would quantize every product of two tensors of
+        # one shape, i.e. the deploy blocks' one-pass norm statistics (models/deploy_norms.py),
+        # whose inputs must stay in float; the models have no other such product.
+        quantizer = X86InductorQuantizer().set_global(config).set_function_type_qconfig(torch.mul, None)
         prepared = prepare_pt2e(exported, quantizer)
         for images in batches:
             prepared(images.float())

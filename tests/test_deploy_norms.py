@@ -158,6 +158,7 @@ def test_pt2e_int8_keeps_the_statistics_in_float_without_group_norm():
     int8 = {path: q.quantize_pt2e(copy.deepcopy(deploy).set_norm_path(path), calib) for path in ('auto', 'two-norms')}
     quantized, floating = q.describe_layers(int8['auto'])
     assert 'group_norm' not in floating and 'group_norm' in q.describe_layers(int8['two-norms'])[1]
+    assert 'mul' not in quantized                              # no product of statistics in int8
     assert quantized.get('conv2d', 0) == q.describe_layers(int8['two-norms'])[0]['conv2d']
     with torch.no_grad():
         want = deploy(x)
