@@ -401,6 +401,22 @@ def test_a_dataset_download_script_is_refused_on_every_route(route, genuine, tmp
     assert result.returncode == 2 and len(err) == 1 and 'has a download: entry' in err[0], result.stderr[-2000:]
 
 
+def test_a_dataset_yaml_that_is_a_fifo_or_a_device_is_refused_before_a_read(tmp_path):
+    """A FIFO would hang the read and a link to /dev/zero never end it: refused by what the path
+    is, before it is opened; a genuine dataset YAML passes."""
+    from models.handoff.safe_load import vet_dataset
+    fifo = tmp_path / 'data.yaml'
+    os.mkfifo(fifo)
+    zero = tmp_path / 'zero.yaml'
+    zero.symlink_to('/dev/zero')
+    for path in (fifo, zero, tmp_path):
+        with pytest.raises(CheckpointError, match='not a regular file'):
+            vet_dataset(path)
+    good = tmp_path / 'good.yaml'
+    good.write_text('path: .\ntrain: images\nval: images\nnames: {0: a}\n')
+    assert vet_dataset(good)
+
+
 def test_ultralytics_own_dataset_check_runs_no_script_in_our_processes(tmp_path):
     """Where ultralytics reads a dataset YAML our routes did not see (the one a checkpoint's
     training settings name), its check runs in our safe mode: no script, no download."""

@@ -228,6 +228,9 @@ def torch_safe_load(weight, safe_only=None):
 URL_PREFIXES = ('http:', 'https:', 'ftp:', 'rtsp:', 'rtmp:', 'gs:', 's3:', 'ul:')
 
 
+MAX_DATASET_YAML_BYTES = 16 << 20    # ImageNet's 1,000 class names take 30 kB
+
+
 def vet_dataset(path) -> Path:
     """An ultralytics dataset YAML that ultralytics may read without running anything: a local
     file, valid YAML, no `download:` entry (ultralytics runs it, a Python script, a shell command
@@ -236,6 +239,12 @@ def vet_dataset(path) -> Path:
     if str(path).lower().startswith(URL_PREFIXES):
         raise CheckpointError(f'{path}: a dataset YAML is read from a local file only; download it, then pass its path')
     path = Path(path)
+    # is_file() follows links and is False for a FIFO or a device, which would hang the read (or
+    # never end: /dev/zero); the size bound keeps a huge file from being parsed.
+    if not path.is_file():
+        raise CheckpointError(f'{path}: not a regular file; a dataset YAML is a file')
+    if path.stat().st_size > MAX_DATASET_YAML_BYTES:
+        raise CheckpointError(f'{path}: over {MAX_DATASET_YAML_BYTES >> 20} MB, too large for a dataset YAML')
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
