@@ -59,7 +59,9 @@ def build_parser() -> Parser:
                         'shows their mean)')
     p.add_argument('--teacher', type=Path, help='with --accuracy: the trained PoolFormer for the PoolFormer rows')
     p.add_argument('--profile', action='store_true',
-                   help='deploy rows run in PyTorch: time per operator category (group norm, convs, layout copies ...)')
+                   help='deploy rows run in PyTorch: time per operator category (group norm, one-pass norms, convs, '
+                        'layout copies ...); deploy_SIZE has RIFormer rows for both deploy-block norm paths '
+                        '(fp32:one-pass, bf16:one-pass, compiled:two-norms, int8:two-norms)')
     p.add_argument('--markdown', type=Path, help='also write the table as markdown here')
     p.add_argument('--csv', type=Path, help='also write all numbers as CSV here')
     return p
