@@ -168,8 +168,9 @@ class RIFormerBlock(nn.Module):
 
     def _one_pass(self, traced: bool = False) -> bool:
         # Eval mode only (drop path would sit between the norms), and never past a hooked norm,
-        # whose call the one-pass form skips.
-        wanted = self.norm_path == 'one-pass' or (self.norm_path == 'auto' and traced)
+        # whose call the one-pass form skips. A block unpickled from before norm paths is 'auto'.
+        path = getattr(self, 'norm_path', 'auto')
+        wanted = path == 'one-pass' or (path == 'auto' and traced)
         return (wanted and self.form == 'deploy' and not self.training
                 and not _observed(self.norm1) and not _observed(self.norm2))
 
