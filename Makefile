@@ -31,13 +31,14 @@ test-quick: setup
 
 # yolov5 and yolo9 pin packages the main venv must not take (huggingface-hub 0.24 among them), so
 # their tests run in a venv of their own. CI does not run this target: docs/DETECTORS.md says
-# which detector code that leaves unverified there.
+# which detector code that leaves unverified there. yolov5 7.0 imports pkg_resources, which
+# setuptools 81 removed, hence the pin.
 DET_VENV ?= .venv-detectors
 test-detectors:
 	python3 -m venv $(DET_VENV)
 	$(DET_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DET_VENV)/bin/python -m pip install -q $(TORCH)
-	$(DET_VENV)/bin/python -m pip install -q -e '.[test,export,detect]' yolov5==7.0.14 yolo9==1.0.18 $(TORCH)
+	$(DET_VENV)/bin/python -m pip install -q -e '.[test,export,detect]' yolov5==7.0.14 yolo9==1.0.18 'setuptools<81' $(TORCH)
 	$(DET_VENV)/bin/python -m pytest -q tests/test_detect_yolov5.py tests/test_detect_yolov9.py
 
 clean:

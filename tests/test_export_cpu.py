@@ -33,6 +33,18 @@ def run(capsys, *args):
     return code, out, err
 
 
+def refused_under_onednn_cap(code, err) -> bool:
+    """Under oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA), which OpenVINO does not follow (its int8
+    kernels crashed the process under it), the OpenVINO routes answer with one line instead."""
+    from models.cpu import onednn_isa_cap
+    if not onednn_isa_cap():
+        return False
+    # The last line: torch may log a note of its own on stderr first (no CUDA runtime found).
+    assert code != 0 and 'Traceback' not in err, err
+    assert err.strip().splitlines()[-1].startswith('error: OpenVINO does not follow ONEDNN_MAX_CPU_ISA'), err
+    return True
+
+
 def checked_error(out):
     return float(out.split('max relative error ')[1].split(',')[0].split()[0])
 
@@ -41,6 +53,8 @@ def test_openvino_fp32_matches_pytorch(mini, tmp_path, capsys):
     pytest.importorskip('openvino')
     import openvino as ov
     code, out, err = run(capsys, mini, '--format', 'openvino', '--image-size', '32', '-o', tmp_path / 'm.xml')
+    if refused_under_onednn_cap(code, err):
+        return
     assert code == 0, err
     assert checked_error(out) < 1e-4 and 'same prediction on 100.0 %' in out
     assert (tmp_path / 'm.bin').exists()
@@ -62,6 +76,8 @@ def test_bf16_torchscript(mini, tmp_path, capsys):
 def test_int8_exports_calibrated_on_a_recipe(mini, tmp_path, capsys, fmt, needs):
     pytest.importorskip(needs)
     code, out, err = run(capsys, mini, '--format', fmt, '--int8', RECIPE, '--calib-images', '64')
+    if fmt == 'openvino' and refused_under_onednn_cap(code, err):
+        return
     assert code == 0, err
     suffix = {'onnx': '.int8.onnx', 'openvino': '.int8.xml', 'pt2e': '.int8.pt2'}[fmt]
     assert mini.with_name('mini' + suffix).exists()
