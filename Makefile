@@ -39,7 +39,8 @@ test-detectors:
 	$(DET_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DET_VENV)/bin/python -m pip install -q $(TORCH)
 	$(DET_VENV)/bin/python -m pip install -q -e '.[test,export,detect]' yolov5==7.0.14 yolo9==1.0.18 'setuptools<81' $(TORCH)
-	$(DET_VENV)/bin/python -m pytest -q tests/test_detect_yolov5.py tests/test_detect_yolov9.py
+	$(DET_VENV)/bin/python -m pytest -q tests/test_detect_yolov5.py tests/test_detect_payloads.py tests/test_detect_safety.py
+	$(DET_VENV)/bin/python -m pytest -q tests/test_detect_yolov9.py    # own process: yolo9 and yolov5 both claim `utils`
 
 clean:
 	rm -rf $(VENV) $(DET_VENV) runs *.egg-info
