@@ -13,11 +13,11 @@ them: distill/loader_bench.py and docs/RESULTS.md.
 """
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from distill.benchmark.report import cpu_model
 from distill.cli import Parser, positive_int
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / 'recipes' / 'riformer_s12.yaml'
@@ -35,16 +35,6 @@ def build_parser() -> Parser:
     p.add_argument('--epochs', type=positive_int, default=4, help='epochs of each loader row, taken in turns (default 4)')
     p.add_argument('--json', type=Path, help='also write the rows as JSON here')
     return p
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def main(argv=None) -> int:
