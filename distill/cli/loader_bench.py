@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from distill.benchmark.report import cpu_model
 from distill.cli import Parser, positive_int
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / 'recipes' / 'riformer_s12.yaml'
@@ -56,6 +55,7 @@ def main(argv=None) -> int:
         return 2
     import torch
     from distill import loader_bench
+    from distill.benchmark.report import cpu_model   # imports torch: not at --help
     torch.set_num_threads(1)
     cfg = recipe.data
     files = loader_bench.folder_files(args.folder, cfg.train_split)
