@@ -193,6 +193,38 @@ def read_state_dict(path):
     return converted.state_dict, converted.head_norm_first
 
 
+def create_pretrained(name: str, **kwargs) -> nn.Module:
+    """`timm.create_model(name, pretrained=True, **kwargs)` with the weights file read by
+    `read_tensors`, not by timm: the file of `pretrained_cfg_overlay=dict(file=...)`, else the
+    cached download (torch hub / Hugging Face cache). timm would `torch.load` it itself and answer
+    a pickle naming objects with a traceback advising `weights_only=False`; here the zip CRCs are
+    checked first and such a file is one line naming it. Without a local file (nothing cached)
+    timm downloads the registered weights as before.
+
+    Example:
+        >>> model = create_pretrained('efficientvit_m0', pretrained_cfg_overlay=dict(file='m0.pth'))  # doctest: +SKIP
+    """
+    import timm
+    model = timm.create_model(name, pretrained=True, **_overlay_read_here(name, kwargs))
+    for cfg in (getattr(model, 'pretrained_cfg', None), getattr(model, 'default_cfg', None)):
+        if isinstance(cfg, dict):
+            cfg.pop('state_dict', None)      # the tensors are in the model now; do not keep a copy
+    return model
+
+
+def _overlay_read_here(name: str, kwargs: dict) -> dict:
+    """kwargs whose `pretrained_cfg_overlay` carries the tensors (timm's first choice of source)."""
+    from .pretrained import cached_weights
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    if overlay.get('state_dict') is not None:
+        return kwargs
+    path = overlay.get('file') or (None if overlay else cached_weights(name))
+    if not path:
+        return kwargs
+    overlay['file'], (overlay['state_dict'], _) = str(path), read_tensors(path)
+    return {**kwargs, 'pretrained_cfg_overlay': overlay}
+
+
 def read_checkpoint(path) -> Checkpoint:
     """Read any supported RIFormer checkpoint; reject other models with what they look like.
 

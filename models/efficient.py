@@ -37,14 +37,18 @@ def create_training(name: str, num_classes: int = 0, weights: Optional[str] = No
     """The timm training form (BN, split-cat partial conv), eval mode. `weights`: a local timm
     checkpoint of that model (nothing is downloaded)."""
     import timm
+    from .checkpoint_io import create_pretrained
     _check_name(name)
-    extra = {}
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise CheckpointError(f'{weights}: no such file')
-        extra = dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    if weights is not None and not Path(weights).is_file():
+        raise CheckpointError(f'{weights}: no such file')
     try:
-        return timm.create_model(name, num_classes=num_classes, **extra, **kwargs).eval()
+        if weights is None:
+            return timm.create_model(name, num_classes=num_classes, **kwargs).eval()
+        # read by our reader (CRCs, weights_only, one line for a pickle of objects), not by timm
+        overlay = dict(file=str(weights))
+        return create_pretrained(name, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs).eval()
+    except CheckpointError:
+        raise
     except (RuntimeError, KeyError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f'{weights}: does not load into {name} ({first})') from None

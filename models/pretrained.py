@@ -37,11 +37,24 @@ def unavailable_reason(name: str) -> Optional[str]:
 
 
 def _cached(source: str) -> bool:
+    return _cached_path(source) is not None
+
+
+def cached_weights(name: str) -> Optional[str]:
+    """The local file of `name`'s pretrained weights in the torch hub / Hugging Face cache, or
+    None (not cached, or a name without weights)."""
+    source = weights_source(name)
+    return _cached_path(source) if source else None
+
+
+def _cached_path(source: str) -> Optional[str]:
     if '://' in source:                        # a plain URL: torch.hub's checkpoint cache
         import torch.hub
-        return (Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(source).path).name).is_file()
+        path = Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(source).path).name
+        return str(path) if path.is_file() else None
     from huggingface_hub import try_to_load_from_cache
-    return any(isinstance(try_to_load_from_cache(source, f), str) for f in ('model.safetensors', 'pytorch_model.bin'))
+    found = (try_to_load_from_cache(source, f) for f in ('model.safetensors', 'pytorch_model.bin'))
+    return next((f for f in found if isinstance(f, str)), None)
 
 
 def _resolves(host: str) -> bool:

@@ -9,7 +9,7 @@ from timm.layers import GroupNorm1, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.metaformer import MetaFormer, checkpoint_filter_fn as timm_metaformer_filter
 
-from .checkpoint_io import load_checked, read_state_dict
+from .checkpoint_io import create_pretrained, load_checked, read_state_dict
 from .errors import CheckpointError
 from .layouts import to_timm_names
 from .pretrained import weights_source
@@ -88,14 +88,15 @@ def create_teacher(name: str, checkpoint=None, pretrained: bool = False, **kwarg
 
 def _pretrained_teacher(name: str, **kwargs) -> nn.Module:
     """timm's pretrained weights (downloaded once, then read from the Hugging Face / torch hub
-    cache). timm would warn and return random weights for a name without any: refuse instead."""
+    cache; the file read by our reader, `create_pretrained`). timm would warn and return random
+    weights for a name without any: refuse instead."""
     overlay = kwargs.get('pretrained_cfg_overlay') or {}
     if not (overlay.get('file') or overlay.get('url') or weights_source(name)):
         tagged = [t for t in timm.list_pretrained(f'{name.split(".")[0]}*')][:4]
         raise CheckpointError(f'teacher {name}: timm has no pretrained weights for it; use a tag that has '
                               f'(e.g. {", ".join(tagged) or "poolformer_s12.sail_in1k"}) or a local checkpoint')
     try:
-        model = timm.create_model(name, pretrained=True, **kwargs)
+        model = create_pretrained(name, **kwargs)
     except OSError as e:   # no network / not in the cache (Hub, HTTP and file errors are OSErrors)
         raise CheckpointError(
             f'teacher {name}: timm\'s pretrained weights are not in the local cache and could not be '

@@ -32,6 +32,7 @@ def reparam_timm_model(args):
     (same check, same metadata) through a temporary training checkpoint."""
     import models
     from models import CheckpointError, UsageError, reparam_checkpoint
+    from models.checkpoint_io import create_pretrained
     from models.pretrained import unavailable_reason
     name = args.pretrained or args.random
     arch = name.split('.')[0]
@@ -44,7 +45,7 @@ def reparam_timm_model(args):
             raise CheckpointError(f'{name}: {why}; download that file where there is network and pass it '
                                   f'instead (python tools/reparam.py FILE -o {arch}.deploy.safetensors)')
         try:
-            model = timm.create_model(name, pretrained=True)
+            model = create_pretrained(name)     # the cached file read by our reader, not timm's
         except OSError as e:     # no network and nothing in the torch hub cache
             raise CheckpointError(f'{name}: could not download the official weights ({type(e).__name__}); on a '
                                   f'machine without network, download the URL that timm.get_pretrained_cfg('
