@@ -303,13 +303,25 @@ def ort_session(path, threads: Optional[int] = None):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    session = _ort_open(ort, path, options)
     try:
         import onnx
     except ImportError:          # pragma: no cover - onnx comes with the export extra
         return session
     _warn_if_saturates(onnx_target(onnx.load(str(path), load_external_data=False)), 'onnxruntime', str(path))
     return session
+
+
+def _ort_open(ort, path, options):
+    """ONNX Runtime's session of `path`; a file it refuses (not ONNX, an initializer whose
+    external data lies outside the model's folder, an unknown operator) is one line naming it."""
+    from .errors import CheckpointError
+    try:
+        return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    except Exception as e:       # ORT's Fail / InvalidGraph / InvalidProtobuf / NoSuchFile ...
+        text = str(e).strip().splitlines()
+        raise CheckpointError(f'{path}: ONNX Runtime does not load it '
+                              f'({text[0][:300] if text else type(e).__name__})') from None
 
 
 def ort_runner(session) -> Callable[[torch.Tensor], torch.Tensor]:
