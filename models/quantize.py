@@ -212,15 +212,38 @@ def compile_int8(converted: torch.fx.GraphModule) -> Frozen:
 # ONNX: export, ONNX Runtime static QDQ quantization, sessions
 
 
-def export_onnx(model: nn.Module, path, image_size: int, in_chans: int = 3, opset: int = 17) -> Path:
-    """The fp32 ONNX file of `model` (dynamic batch; input 'input', output 'output')."""
+class TupleOutputs(nn.Module):
+    """`body` with its list of feature maps as a tuple: exporters name one output per map."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return tuple(self.body(x))
+
+
+def export_onnx(model: nn.Module, path, image_size: int, in_chans: int = 3, opset: int = 17,
+                dynamic_size: bool = False) -> Path:
+    """The fp32 ONNX file of `model`: input 'input', output 'output' (or 'out0', 'out1', ... for a
+    backbone that returns a list of maps); the batch is dynamic, and with `dynamic_size` the
+    height and width too."""
     model = _reference(model).float()
     path = Path(path)
+    example = torch.zeros(1, in_chans, image_size, image_size)
+    with torch.no_grad():
+        outputs = model(example)
+    several = isinstance(outputs, (list, tuple)) and len(outputs) > 1
+    names = [f'out{i}' for i in range(len(outputs))] if several else ['output']
+    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'} if dynamic_size else {0: 'batch'}}
+    for name in names:
+        axes[name] = {0: 'batch', 2: 'h', 3: 'w'} if several else {0: 'batch'}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')   # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(model, (torch.zeros(1, in_chans, image_size, image_size),), str(path),
-                          input_names=['input'], output_names=['output'], opset_version=opset, dynamo=False,
-                          dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}})
+        # The TorchScript-based exporter handles dynamic_axes without onnxscript (not a dependency).
+        torch.onnx.export(TupleOutputs(model) if several else model, (example,), str(path),
+                          input_names=['input'], output_names=names, opset_version=opset, dynamo=False,
+                          dynamic_axes=axes)
     return path
 
 

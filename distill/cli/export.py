@@ -42,20 +42,6 @@ SUFFIX = {'onnx': '.onnx', 'torchscript': '.torchscript.pt', 'mmpretrain': '.mmp
 CHECK_IMAGES = 64      # held-out images of --int8 DATA that int8 files are checked on
 
 
-def ListToTuple(body):
-    """`body` with its feature lists as tuples: exporters name one output per map."""
-    import torch.nn as nn
-
-    class ListToTuple(nn.Module):
-        def __init__(self, body: nn.Module):
-            super().__init__()
-            self.body = body
-
-        def forward(self, x):
-            return tuple(self.body(x))
-    return ListToTuple(body)
-
-
 def load_source(source, weights=None, features=False, out_indices=None):
     """(model, name) for a deploy checkpoint path or an efficient backbone name."""
     import models
@@ -106,16 +92,10 @@ def check(reference, run, sizes, batch, in_chans, tol, inputs=None, agreement=No
 
 
 def export_onnx(model, out, size, in_chans, opset):
+    """The ONNX export (any input size, one output per feature map), checked with ONNX Runtime."""
     import torch
-    num_outputs = len(_outputs(model(torch.zeros(1, in_chans, size, size))))
-    names = [f'out{i}' for i in range(num_outputs)] if num_outputs > 1 else ['output']
-    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
-    for n in names:
-        axes[n] = {0: 'batch', 2: 'h', 3: 'w'} if num_outputs > 1 else {0: 'batch'}
-    # The TorchScript-based exporter handles dynamic_axes without onnxscript (not a dependency).
-    torch.onnx.export(
-        ListToTuple(model) if num_outputs > 1 else model, (torch.zeros(1, in_chans, size, size),), str(out),
-        input_names=['input'], output_names=names, dynamic_axes=axes, opset_version=opset, dynamo=False)
+    from models import quantize
+    quantize.export_onnx(model, out, size, in_chans, opset, dynamic_size=True)
 
     def run(x):
         import onnxruntime as ort
@@ -170,9 +150,10 @@ def export_pt2e(model, out, batches):
 
 def export_torchscript(model, out, size, in_chans):
     import torch
+    from models.quantize import TupleOutputs
     # Traced: every supported backbone is a static graph of convs and norms; checked below at a
     # second input size so a shape baked into the trace would be caught.
-    wrapped = ListToTuple(model) if isinstance(model(torch.zeros(1, in_chans, size, size)), list) else model
+    wrapped = TupleOutputs(model) if isinstance(model(torch.zeros(1, in_chans, size, size)), list) else model
     traced = torch.jit.trace(wrapped, torch.zeros(1, in_chans, size, size), check_trace=False)
     traced.save(str(out))
     loaded = torch.jit.load(str(out))
