@@ -19,7 +19,11 @@ from ..errors import CheckpointError
 MODULE_PREFIXES = ('torch.nn.modules.', 'ultralytics.nn.', 'yolov5.models.', 'yolo9.models.', 'models.', 'timm.')
 
 
-DATA_CLASSES = ('timm.models._features.FeatureInfo', 'timm.layers.format.Format')
+# ultralytics' IterableSimpleNamespace: the `args` of the model in a checkpoint saved during
+# training (last.pt / best.pt before strip_optimizer turns them into a dict); read as a stand-in,
+# kept as a plain dict (`safe_load.rebuild_stored`).
+NAMESPACE = 'ultralytics.utils.IterableSimpleNamespace'
+DATA_CLASSES = ('timm.models._features.FeatureInfo', 'timm.layers.format.Format', NAMESPACE)
 
 
 def _allowed(name: str, prefixes: Iterable[str]):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from .detector_file import DATA_CLASSES, MODULE_PREFIXES, _describe, allowed_classes, detector_of
+from .detector_file import DATA_CLASSES, MODULE_PREFIXES, NAMESPACE, _describe, allowed_classes, detector_of
 from .detector_file import family as detector_family
 from .inert import Inert, class_name, inert_state, load_inert
 
@@ -96,10 +96,18 @@ def rebuild_stored(stored: Inert) -> nn.Module:
         raise CheckpointError(f'the stored model is damaged: {e}') from None
     load_exactly(model, state)
     for key in KEPT_ATTRIBUTES:
-        value = stored.__dict__.get(key)
+        value = _plain(stored.__dict__.get(key))
         if value is not None and not _holds_inert(value):
             setattr(model, key, value)
     return model
+
+
+def _plain(value):
+    """A kept attribute as plain data: a stand-in of ultralytics' IterableSimpleNamespace (the
+    `args` of a checkpoint saved during training) as the dict of its entries."""
+    if isinstance(value, Inert) and value.NAME == NAMESPACE:
+        return {k: v for k, v in value.__dict__.items() if k != '_args'}
+    return value
 
 
 def _parser_namespace(kind: str):
@@ -225,6 +233,14 @@ def torch_safe_load(weight, safe_only=None):
     return load_pickled(weight), str(weight)
 
 
+def torch_load_checkpoint(f, *args, **kwargs) -> dict:
+    """ultralytics' `torch_load` as `ultralytics.utils.torch_utils` calls it: only
+    `strip_optimizer`, which reads the run's own `last.pt` / `best.pt` at the end of training
+    (a plain `torch.load(weights_only=False)` there). Read by `load_pickled` instead: the check
+    and the read stay one read for every detector file of our processes."""
+    return load_pickled(f)
+
+
 URL_PREFIXES = ('http:', 'https:', 'ftp:', 'rtsp:', 'rtmp:', 'gs:', 's3:', 'ul:')
 
 
@@ -287,11 +303,15 @@ def ultralytics_safe_mode():
     eval and admits only layer classes as module names), set on the imported modules so that it
     also holds where ultralytics was imported before; and make its checkpoint loader
     (`load_checkpoint`, behind YOLO(...), training, resume and AutoBackend) read `.pt` files
-    with `torch_safe_load` above; its dataset check never runs a dataset YAML's `download:`
-    script nor fetches a dataset YAML by URL. Child processes are left as they were."""
+    with `torch_safe_load` above, and `strip_optimizer` (the end of training rewriting the run's
+    `last.pt` / `best.pt`) with `torch_load_checkpoint`; its dataset check never runs a dataset
+    YAML's `download:` script nor fetches a dataset YAML by URL. Child processes are left as they
+    were."""
     import ultralytics.nn.tasks as tasks
     import ultralytics.utils as utils
+    import ultralytics.utils.torch_utils as torch_utils
     for module in (utils, tasks):
         module.SAFE_LOAD = True
     tasks.torch_safe_load = torch_safe_load
+    torch_utils.torch_load = torch_load_checkpoint
     _guard_dataset_scripts()
