@@ -23,6 +23,7 @@ from models.checkpoint_io import looks_like_safetensors, safetensors_problem
 MANIFEST = 'manifest.json'
 MAX_MANIFEST_BYTES = 1 << 20          # a manifest lists a dozen files
 MAX_STATE_BYTES = 64 << 20            # train_state.json / rng_N.json: metrics of every epoch, RNG states
+MAX_JSON_BYTES = 16 << 20             # summary.json: metrics of every epoch, a few hundred kB
 REQUIRED = ('train_state.json', 'model.safetensors')      # in every checkpoint of the trainer
 _NAME = re.compile(r'epoch_(\d+)$')
 
@@ -66,6 +67,24 @@ def read_small(path: Path, limit: int) -> bytes:
         raise OSError(f'{path.name} has more than {limit} bytes')
     with open(path, 'rb') as f:
         return f.read(limit + 1)
+
+
+def read_json(path) -> object:
+    """The JSON value of a file the tools wrote and read back (a run's `summary.json`, the
+    ablation's cached metrics): read by `read_small`, so a regular file of at most
+    `MAX_JSON_BYTES`, never a link, FIFO or device (not opened: no hang, no endless read).
+    RecipeError with one line naming the file and what is wrong otherwise."""
+    from distill.errors import RecipeError
+    path = Path(path)
+    if not os.path.lexists(path):
+        raise RecipeError(f'{path}: no such file')
+    try:
+        return json.loads(read_small(path, MAX_JSON_BYTES))
+    except OSError as e:
+        raise RecipeError(f'{path}: not read ({e}); it is not the file the tools write there: remove '
+                          f'it and rerun') from None
+    except ValueError:
+        raise RecipeError(f'{path}: not JSON (damaged); remove it and rerun') from None
 
 
 def checkpoint_problem(folder: Path) -> Optional[str]:

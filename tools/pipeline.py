@@ -11,7 +11,6 @@
 Re-running continues finished or interrupted runs in --out (resume=true) instead of starting over.
 """
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from distill.cli import require_venv  # noqa: E402
 
 require_venv()     # a python without torch: one line naming the fix, not a traceback
+from distill.cli import one_line_errors  # noqa: E402
 
 
 def train(recipe, out, overrides):
@@ -31,7 +31,8 @@ def train(recipe, out, overrides):
     print('$', 'python', ' '.join(str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]),
           flush=True)     # a command to copy: python and the script as the README writes them
     subprocess.run(cmd, check=True)
-    summary = json.loads((Path(out) / 'summary.json').read_text())
+    from distill.integrity import read_json
+    summary = read_json(Path(out) / 'summary.json')       # a regular file of at most 16 MB, else one line
     return summary['train_seconds'], summary['epochs']
 
 
@@ -50,6 +51,7 @@ def _images_per_second(model_a, model_b, x, rounds, time_steps):
     return [x.shape[0] / statistics.median(s) for s in samples.values()]
 
 
+@one_line_errors     # a summary.json that cannot be read (read_json) is one line
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     # runs/digits/teacher is where the digits recipes look for their teacher: after the demo,

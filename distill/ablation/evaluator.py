@@ -2,6 +2,7 @@
 normalised MSE on the validation split (distill/similarity.py), RIFormers in deploy form; with an
 `erf` section, the effective receptive field of student and teacher (distill/erf.py)."""
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,7 @@ import models
 from ..config import load_recipe
 from ..data import build_datasets
 from ..erf import effective_receptive_field
+from ..integrity import is_regular_file, read_json
 from ..recorders import default_imitated_blocks
 from ..similarity import collect, compare
 from .config import AblationTeacher, ERFConfig
@@ -30,8 +32,10 @@ class Evaluator:
     def __call__(self, run_dir: Path) -> dict:
         cached = run_dir / 'ablation_metrics.json'
         model_file = run_dir / 'model.safetensors'
-        if cached.is_file() and cached.stat().st_mtime >= model_file.stat().st_mtime:
-            metrics = json.loads(cached.read_text())
+        # not a regular file (a link, a FIFO): read_json says so in one line, nothing is opened
+        if os.path.lexists(cached) and (not is_regular_file(cached)
+                                        or cached.stat().st_mtime >= model_file.stat().st_mtime):
+            metrics = read_json(cached)
             if self.erf is None or metrics.get('erf_block') == self.erf.block:
                 return metrics
         with self._lock:

@@ -1,6 +1,5 @@
 """Training the runs of an ablation (one `distill/train.py` subprocess each, resumable) and
 collecting each finished run's evaluation."""
-import json
 import os
 import shlex
 import shutil
@@ -13,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
+from ..integrity import read_json
 from .config import AblationTeacher
 from .evaluator import Evaluator
 from .plan import Run
@@ -21,9 +21,12 @@ TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / 'train.py'
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
-    try:
-        summary = json.loads((run_dir / 'summary.json').read_text())
-    except (OSError, ValueError):
+    """Has the run its summary.json of `epochs` epochs and its model? A summary.json that is no
+    regular file, too large or not JSON is one line (read_json), not a run to train again."""
+    if not os.path.lexists(run_dir / 'summary.json'):
+        return False
+    summary = read_json(run_dir / 'summary.json')
+    if not isinstance(summary, dict):
         return False
     return summary.get('epochs') == epochs and 'final' in summary and (run_dir / 'model.safetensors').is_file()
 
@@ -183,7 +186,7 @@ def execute(runs: List[Run], evaluator: Evaluator, jobs: int, threads: int, keep
 
 
 def collect_result(run: Run, evaluator: Evaluator) -> dict:
-    summary = json.loads((run.dir / 'summary.json').read_text())
+    summary = read_json(run.dir / 'summary.json')
     metrics = evaluator(run.dir)
     return {**metrics, 'trainer_top1': summary['final'].get('val/top1'),
             # The trainer's key was renamed; read either.

@@ -9,7 +9,7 @@ declared in the config before the runs:
 Runs go to OUT/ARM/seed_S (one thread) and OUT/threadsT_ARM/seed_S (T threads); a finished run is
 read, not trained again, so the table can be written while other runs go on.
 """
-import json
+import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -18,6 +18,7 @@ from typing import List, Optional
 
 
 from ..config import RecipeError, build
+from ..integrity import read_json
 from .config import AblateError, Comparison, read_mapping
 from .stats import difference
 
@@ -112,10 +113,9 @@ def train_all(runs: List[TeacherRun], jobs: int, say=print):
 
 def read(run: TeacherRun, last_epochs: int) -> Optional[dict]:
     """final top-1, top-1 `last_epochs` before the end, best, time; None if not finished."""
-    try:
-        summary = json.loads((run.dir / 'summary.json').read_text())
-    except (OSError, ValueError):
+    if not os.path.lexists(run.dir / 'summary.json'):
         return None
+    summary = read_json(run.dir / 'summary.json')     # a regular file of at most 16 MB, else one line
     curve = [h['val/top1'] for h in summary['history'] if h.get('val/top1') is not None]
     earlier = curve[-1 - last_epochs] if len(curve) > last_epochs else None
     return {'final': curve[-1], 'earlier': earlier, 'best': max(curve), 'epochs': len(curve),

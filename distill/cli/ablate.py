@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from distill.cli import Parser
+from distill.cli import Parser, one_line_errors
 
 DEFAULT_CONFIG = 'recipes/digits/ablation.yaml'
 
@@ -38,6 +38,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+@one_line_errors     # a run folder's file that cannot be read (read_json) is one line too
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)

@@ -13,11 +13,12 @@ takes about 10-15 minutes at one thread on a 2-core machine: each run says when 
 import sys
 from pathlib import Path
 
-from distill.cli import Parser
+from distill.cli import Parser, one_line_errors
 
 DEFAULT_CONFIG = 'recipes/clutter/teachers.yaml'
 
 
+@one_line_errors     # a run folder's file that cannot be read (read_json) is one line too
 def main(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--config', default=DEFAULT_CONFIG, help=f'teacher-table config (default {DEFAULT_CONFIG})')
