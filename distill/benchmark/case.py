@@ -7,8 +7,10 @@ from typing import Callable
 import torch
 
 from models.errors import UsageError
+from models.precision import DTYPES as DEPLOY_DTYPES
 
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# The deploy forms' precisions, and fp16 for GPU rows (no fp16 deploy form is saved on a CPU).
+DTYPES = {**DEPLOY_DTYPES, 'fp16': torch.float16}
 
 
 class BenchmarkError(UsageError):
