@@ -7,14 +7,18 @@ import torch
 @torch.no_grad()
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter a non-trivial random value: norms, affine mixers and layer scales
-    far from their init (1, 0, 1e-5), so that a wrong fold cannot hide behind an identity."""
+    far from their init (1, 0, 1e-5), so that a wrong fold cannot hide behind an identity; and
+    BatchNorm statistics far from (0, 1), for the BN folds of the efficient backbones.
+
+    Exactness tests only. `distill.balance_proxy.nontrivial_weights` is another distribution on
+    purpose: trained-like scales and logits, for the gradient shares the balance tool measures."""
     g = torch.Generator().manual_seed(seed)
 
     def rand(p, mean, std):
         return mean + std * torch.randn(p.shape, generator=g)
 
     for name, p in model.named_parameters():
-        if name.endswith('layer_scale1.scale') or name.endswith('layer_scale2.scale'):
+        if 'layer_scale' in name:          # RIFormer's layer_scale1.scale, FasterNet's layer_scale
             p.copy_(rand(p, 0.0, 0.5))                         # signs and sizes both vary
         elif 'token_mixer.affine.weight' in name:
             p.copy_(rand(p, 1.0, 0.5))
@@ -25,6 +29,10 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         else:                                                 # conv / linear weights
             fan_in = p[0].numel()
             p.copy_(rand(p, 0.0, 1.0 / math.sqrt(fan_in)))
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            m.running_mean.copy_(rand(m.running_mean, 0.0, 0.5))
+            m.running_var.copy_(0.3 + torch.rand(m.running_var.shape, generator=g))
     return model
 
 

@@ -6,22 +6,7 @@ import models
 from models import efficient
 from models.handoff import DeployBackbone
 from distill.cli import export
-
-
-@torch.no_grad()
-def nontrivial(model, seed=0):
-    """Random BN statistics and affine parameters far from identity, and random layer scales."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.weight.copy_(1 + 0.4 * torch.randn(m.weight.shape, generator=g))
-            m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
-            m.running_mean.copy_(0.5 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.3 + torch.rand(m.running_var.shape, generator=g))
-    for name, p in model.named_parameters():
-        if name.endswith('layer_scale'):
-            p.copy_(torch.randn(p.shape, generator=g))
-    return model.eval()
+from helpers import randomize
 
 
 @pytest.mark.parametrize('name, kwargs', [
@@ -29,7 +14,7 @@ def nontrivial(model, seed=0):
     ('fasternet_t0', {'layer_scale_init_value': 1.}),   # layer scale folded too
 ])
 def test_deploy_equals_training(name, kwargs, tmp_path):
-    training = nontrivial(efficient.create_training(name, num_classes=10, **kwargs))
+    training = randomize(efficient.create_training(name, num_classes=10, **kwargs)).eval()
     deploy = efficient.to_deploy(name, training)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in deploy.modules())
     x = torch.randn(2, 3, 96, 64)
@@ -46,7 +31,7 @@ def test_deploy_equals_training(name, kwargs, tmp_path):
 
 
 def test_export_tool_writes_checked_deploy_file(tmp_path, capsys):
-    training = nontrivial(efficient.create_training('fasternet_t0', num_classes=1000))
+    training = randomize(efficient.create_training('fasternet_t0', num_classes=1000)).eval()
     torch.save(training.state_dict(), tmp_path / 'fn.pth')
     code = export.main(['fasternet_t0', '--weights', str(tmp_path / 'fn.pth'), '--format', 'deploy',
                         '-o', str(tmp_path / 'fn.deploy.safetensors'), '--image-size', '64'])
