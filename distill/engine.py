@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
 from .metrics import agreement_hits, topk_stats
 from .train_state import TrainState
 from .teacher import run_teacher
@@ -17,17 +18,18 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
-                    state: TrainState, cfg, log_every: int) -> Dict[str, float]:
-    """One epoch. Nothing here waits for the device per step: running sums, top-k counts and the
-    finite-loss check stay on the device and are read at logging intervals and at the end."""
+                    state: TrainState, train: TrainConfig, clip_grad: Optional[float]) -> Dict[str, float]:
+    """One epoch of the recipe's `train` section (layout, epochs, progress, log_every), gradients
+    clipped at `clip_grad` (optim.clip_grad). Nothing here waits for the device per step: running
+    sums, top-k counts and the finite-loss check stay on the device and are read at logging
+    intervals and at the end."""
     student.train()
     sums, count, seen = {}, 0, 0
     stats = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
     guard = FiniteGuard(accelerator.device)
-    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    layout = torch.channels_last if train.channels_last else torch.contiguous_format
     start = time.perf_counter()
-    progress = Progress(loader, epoch, cfg.train.epochs,
-                        enabled=accelerator.is_local_main_process and cfg.train.progress)
+    progress = Progress(loader, epoch, train.epochs, enabled=accelerator.is_local_main_process and train.progress)
     for images, targets in progress:
         labels = targets
         if mixup is not None:
@@ -40,8 +42,8 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
                 loss, terms = criterion(images, logits, targets, epoch)
             guard.observe(loss, terms, state.num_updates)
             accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.optim.clip_grad:
-                accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
+            if accelerator.sync_gradients and clip_grad:
+                accelerator.clip_grad_norm_(student.parameters(), clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
@@ -54,7 +56,7 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         count += 1
         seen += images.shape[0]
         stats += topk_stats(logits.detach(), labels)
-        if accelerator.sync_gradients and state.num_updates % log_every == 0:
+        if accelerator.sync_gradients and state.num_updates % train.log_every == 0:
             guard.check(accelerator, epoch)          # every process reaches this at the same update
             logged = mean_over_processes(accelerator, {'total': loss, **terms})
             # Under step/: the x axis of these is the optimizer update, not the epoch.

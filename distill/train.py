@@ -469,7 +469,7 @@ def fit_epoch(s: Session, epoch: int, measure_balance: bool):
         state.balance.append(balance.record(rows, epoch))
     try:
         train_metrics = train_one_epoch(accelerator, s.student, s.criterion, s.train_loader, s.optimizer,
-                                        s.scheduler, s.mixup, epoch, state, recipe, cfg.log_every)
+                                        s.scheduler, s.mixup, epoch, state, cfg, recipe.optim.clip_grad)
     except NonFiniteLoss as e:
         where = f'last good checkpoint: {s.last_ckpt}' if s.last_ckpt else 'no checkpoint was written'
         raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
