@@ -222,12 +222,14 @@ def _publish(tmp: Path, final: Path, train_state: TrainState):
     for path in tmp.iterdir():
         os.chmod(path, file_mode())       # safetensors writes 0600: the umask decides, as for other files
     write_manifest(tmp)
-    _write_durably(tmp / '.latest', final.name)
+    # The pointer waits beside the folders, not in `tmp`: a kill between the two renames must
+    # leave the checkpoint as its manifest lists it (a stray file inside would mark it damaged).
+    pending = _write_durably(final.parent / '.latest.pending', final.name)
     if final.is_symlink() or final.is_file():     # not a checkpoint of the run: a resume ignored it
         final.unlink()
     shutil.rmtree(final, ignore_errors=True)      # a damaged checkpoint a resume fell back from
     os.replace(tmp, final)
-    os.replace(final / '.latest', final.parent / 'latest')
+    os.replace(pending, final.parent / 'latest')
 
 
 def _prune(root: Path, epoch: int, keep: int):

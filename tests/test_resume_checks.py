@@ -147,3 +147,31 @@ def test_a_runs_saved_recipe_is_checked_before_it_is_read(recipe, finished, tmp_
     code, _, err = returns_within(60, train, capsys, run, 'train.epochs=4', 'resume=true')
     lines = flagged(err)
     assert code == 2 and len(lines) == 1 and f'{saved}: not the recipe a run of ours saved' in lines[0], err
+
+
+def test_a_kill_between_the_publishing_renames_leaves_an_intact_checkpoint(tmp_path, monkeypatch):
+    """The folder is renamed into place, then the `latest` pointer: a kill between the two (a CI
+    run's SIGKILL once landed there) must leave the new checkpoint intact and the one chosen."""
+    from distill import train_state as ts
+    from distill.integrity import checkpoint_problem, choose_checkpoint
+    root = tmp_path / 'checkpoints'
+    tmp = root / '.tmp-epoch_0001'
+    tmp.mkdir(parents=True)
+    (tmp / 'model.safetensors').write_bytes(b'weights')
+    real_replace = os.replace
+
+    def killed_before_the_pointer(src, dst):
+        if os.path.basename(dst) == 'latest':
+            raise KeyboardInterrupt('killed')          # the process ends here
+        real_replace(src, dst)
+    monkeypatch.setattr(ts.os, 'replace', killed_before_the_pointer)
+    with pytest.raises(KeyboardInterrupt):
+        ts._publish(tmp, root / 'epoch_0001', ts.TrainState(epoch=1))
+    assert (root / 'epoch_0001' / 'train_state.json').is_file() and not (root / 'latest').exists()
+    assert checkpoint_problem(root / 'epoch_0001') is None
+    assert choose_checkpoint(root) == (root / 'epoch_0001', [])
+    monkeypatch.setattr(ts.os, 'replace', real_replace)
+    tmp.mkdir()                                        # the next epoch publishes normally
+    (tmp / 'model.safetensors').write_bytes(b'weights 2')
+    ts._publish(tmp, root / 'epoch_0002', ts.TrainState(epoch=2))
+    assert (root / 'latest').read_text() == 'epoch_0002' and not (root / '.latest.pending').exists()
