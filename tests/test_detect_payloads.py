@@ -460,3 +460,29 @@ def test_a_model_yaml_given_to_the_yolov5_yolo9_builder_is_checked_first(codebas
     with pytest.raises(HandoffError, match='module'):
         build_detection_model(with_payload(tiny_yaml(codebase), 'module', marker), f'{codebase}.models.yolo', nc=2)
     assert not marker.exists()
+
+
+def test_a_model_yaml_given_to_riformer_yolo_is_checked_first(tmp_path):
+    """`riformer-yolo ... model=x.yaml`: the YAML's strings go through the same allow-list as a
+    checkpoint's stored YAML before ultralytics parses it; the project's own detector YAMLs pass."""
+    import yaml
+    from models.handoff.safe_load import vet_model_yaml
+    for name in ('yolov8-riformer_s12.yaml', 'rtdetr-riformer_s12.yaml', 'yolov8-riformer_s12-neck.yaml'):
+        vet_model_yaml(ROOT / 'recipes' / 'detect' / name)
+    marker = tmp_path / 'pwned'
+    recipe = yaml.safe_load((ROOT / 'recipes' / 'detect' / 'yolov8-riformer_s12.yaml').read_text())
+    recipe['activation'] = evil_activation(marker)
+    cfg = tmp_path / 'evil.yaml'
+    cfg.write_text(yaml.safe_dump(recipe))
+    # The positive control (ultralytics' own parser runs this activation) is
+    # test_a_model_yaml_given_to_the_launcher_is_checked_first, on the same YAML.
+    result = subprocess.run([sys.executable, '-m', 'distill.cli.yolo', 'detect', 'val', f'model={cfg}'], cwd=ROOT,
+                            env=isolated(tmp_path), capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and 'has activation =' in err[0], result.stderr[-2000:]
+    assert not marker.exists()
+    fifo = tmp_path / 'fifo.yaml'
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, '-m', 'distill.cli.yolo', 'detect', 'val', f'model={fifo}'], cwd=ROOT,
+                            env=isolated(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and 'not a regular file' in result.stderr, result.stderr[-2000:]

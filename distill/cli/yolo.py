@@ -60,15 +60,17 @@ def main(argv=None):
         print(__doc__)
         return 0
     os.environ.setdefault('YOLO_AUTOINSTALL', 'False')
-    from models.handoff.safe_load import ultralytics_safe_mode, vet_checkpoint, vet_dataset
+    from models.handoff.safe_load import ultralytics_safe_mode, vet_checkpoint, vet_dataset, vet_model_yaml
     ultralytics_safe_mode()
+    import models.handoff.yolo  # noqa: F401  (our layer names, for model YAMLs and rebuilds)
     for value in arguments(argv, 'data'):
         vet_dataset(value)
     for value in arguments(argv, 'model'):
         vet_model(value)
         if value.endswith('.pt') and Path(value).is_file():
             vet_checkpoint(value)
-    import models.handoff.yolo  # noqa: F401  (our layer names, for model YAMLs and rebuilds)
+        elif value.lower().endswith(('.yaml', '.yml')) and (Path(value).exists() or Path(value).is_symlink()):
+            vet_model_yaml(value)     # a local file; a bare name is one of ultralytics' own assets
     from ultralytics.cfg import entrypoint
     entrypoint(' '.join(['yolo', *argv]))
     return 0

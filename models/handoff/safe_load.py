@@ -247,24 +247,41 @@ URL_PREFIXES = ('http:', 'https:', 'ftp:', 'rtsp:', 'rtmp:', 'gs:', 's3:', 'ul:'
 MAX_DATASET_YAML_BYTES = 16 << 20    # ImageNet's 1,000 class names take 30 kB
 
 
-def vet_dataset(path) -> Path:
-    """An ultralytics dataset YAML that ultralytics may read without running anything: a local
-    file, valid YAML, no `download:` entry (ultralytics runs it, a Python script, a shell command
-    or a download, when the images are missing). CheckpointError with one line otherwise."""
+def _local_yaml(path, what: str):
+    """The parsed YAML of a local regular file of bounded size; CheckpointError with one line
+    otherwise (`what`: 'a dataset YAML', 'a model YAML')."""
     import yaml
     if str(path).lower().startswith(URL_PREFIXES):
-        raise CheckpointError(f'{path}: a dataset YAML is read from a local file only; download it, then pass its path')
+        raise CheckpointError(f'{path}: {what} is read from a local file only; download it, then pass its path')
     path = Path(path)
     # is_file() follows links and is False for a FIFO or a device, which would hang the read (or
     # never end: /dev/zero); the size bound keeps a huge file from being parsed.
     if not path.is_file():
-        raise CheckpointError(f'{path}: not a regular file; a dataset YAML is a file')
+        raise CheckpointError(f'{path}: not a regular file; {what} is a file')
     if path.stat().st_size > MAX_DATASET_YAML_BYTES:
-        raise CheckpointError(f'{path}: over {MAX_DATASET_YAML_BYTES >> 20} MB, too large for a dataset YAML')
+        raise CheckpointError(f'{path}: over {MAX_DATASET_YAML_BYTES >> 20} MB, too large for {what}')
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        raise CheckpointError(f'{path}: not a readable dataset YAML') from None
+        raise CheckpointError(f'{path}: not a readable {what[2:]}') from None
+
+
+def vet_model_yaml(path) -> Path:
+    """An ultralytics model YAML (`riformer-yolo ... model=x.yaml`) whose strings ultralytics'
+    parser may evaluate: checked by the same allow-list as a checkpoint's stored YAML
+    (`yaml_guard.check_model_yaml`) before ultralytics reads it. CheckpointError with one line."""
+    from .yaml_guard import check_model_yaml
+    cfg = _local_yaml(path, 'a model YAML')
+    check_model_yaml(cfg, 'ultralytics', _parser_namespace('ultralytics'))
+    return Path(path)
+
+
+def vet_dataset(path) -> Path:
+    """An ultralytics dataset YAML that ultralytics may read without running anything: a local
+    file, valid YAML, no `download:` entry (ultralytics runs it, a Python script, a shell command
+    or a download, when the images are missing). CheckpointError with one line otherwise."""
+    data = _local_yaml(path, 'a dataset YAML')
+    path = Path(path)
     if isinstance(data, dict) and data.get('download'):
         raise CheckpointError(f'{path}: has a download: entry, which ultralytics runs (a Python script, a shell '
                               f'command or a download) when images are missing; remove it and fetch the data yourself')
