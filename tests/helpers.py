@@ -112,3 +112,25 @@ def skip_openvino_under_onednn_cap():
     from models.cpu import onednn_isa_cap
     if onednn_isa_cap():
         pytest.skip(f'ONEDNN_MAX_CPU_ISA={onednn_isa_cap()} cannot stand in for another CPU in OpenVINO')
+
+
+def box_dataset(root, seed: int = 0, background: int = 40, colour=(220, 60, 60)):
+    """Four 64px images with one coloured box each, in ultralytics' YOLO format (images/,
+    labels/, data.yaml under `root`); returns the data.yaml path."""
+    import numpy as np
+    from pathlib import Path
+    from PIL import Image
+    root = Path(root)
+    (root / 'images').mkdir(parents=True)
+    (root / 'labels').mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        img = np.full((64, 64, 3), background, np.uint8)
+        x0, y0 = rng.integers(4, 30, 2)
+        w, h = rng.integers(14, 30, 2)
+        img[y0:y0 + h, x0:x0 + w] = colour
+        Image.fromarray(img).save(root / 'images' / f'{i}.png')
+        (root / 'labels' / f'{i}.txt').write_text(
+            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
+    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
+    return root / 'data.yaml'

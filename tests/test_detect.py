@@ -11,13 +11,12 @@ from pathlib import Path
 # and put its settings into a temporary directory.
 os.environ.setdefault('YOLO_VERBOSE', 'False')
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import deploy_checkpoint, randomize  # noqa: E402
+from helpers import box_dataset, deploy_checkpoint, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import DeployBackbone, build_backbone  # noqa: E402
@@ -36,21 +35,7 @@ def s12_deploy(tmp_path_factory):
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
     """Four 64px images with one red box each, in ultralytics' YOLO format."""
-    from PIL import Image
-    root = tmp_path_factory.mktemp('tinydata')
-    (root / 'images').mkdir()
-    (root / 'labels').mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        img = np.full((64, 64, 3), 40, np.uint8)
-        x0, y0 = rng.integers(4, 30, 2)
-        w, h = rng.integers(14, 30, 2)
-        img[y0:y0 + h, x0:x0 + w] = (220, 60, 60)
-        Image.fromarray(img).save(root / 'images' / f'{i}.png')
-        (root / 'labels' / f'{i}.txt').write_text(
-            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
-    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
-    return root / 'data.yaml'
+    return box_dataset(tmp_path_factory.mktemp('tinydata'))
 
 
 def features(module, x):

@@ -11,12 +11,11 @@ os.environ.setdefault('YOLO_VERBOSE', 'False')
 import copy  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from helpers import deploy_checkpoint, drop_norm2_shift, randomize  # noqa: E402
+from helpers import box_dataset, deploy_checkpoint, drop_norm2_shift, randomize  # noqa: E402
 
 ultralytics = pytest.importorskip('ultralytics')
 from models.handoff import RIFormerNeckBlock  # noqa: E402
@@ -30,22 +29,8 @@ RECIPE = Path(__file__).resolve().parents[1] / 'recipes' / 'detect' / 'yolov8-ri
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    """Four 64px images with one box each, in ultralytics' YOLO format."""
-    from PIL import Image
-    root = tmp_path_factory.mktemp('tinydata')
-    (root / 'images').mkdir()
-    (root / 'labels').mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        img = np.full((64, 64, 3), 30, np.uint8)
-        x0, y0 = rng.integers(4, 30, 2)
-        w, h = rng.integers(14, 30, 2)
-        img[y0:y0 + h, x0:x0 + w] = (60, 200, 90)
-        Image.fromarray(img).save(root / 'images' / f'{i}.png')
-        (root / 'labels' / f'{i}.txt').write_text(
-            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
-    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
-    return root / 'data.yaml'
+    """Four 64px images with one green box each, in ultralytics' YOLO format."""
+    return box_dataset(tmp_path_factory.mktemp('tinydata'), seed=1, background=30, colour=(60, 200, 90))
 
 
 def train_args(data, project, name, *extra):

@@ -8,35 +8,16 @@ from pathlib import Path
 
 os.environ.setdefault('YOLO_VERBOSE', 'False')
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import deploy_checkpoint  # noqa: E402
+from helpers import box_dataset, deploy_checkpoint  # noqa: E402
 
 pytest.importorskip('ultralytics')
 from distill.cli import detect  # noqa: E402
 from models.handoff import safe_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_data(root: Path) -> Path:
-    """Four 64px images with one box each, in ultralytics' YOLO format (as tests/test_detect.py)."""
-    from PIL import Image
-    (root / 'images').mkdir(parents=True)
-    (root / 'labels').mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        img = np.full((64, 64, 3), 40, np.uint8)
-        x0, y0 = rng.integers(4, 30, 2)
-        w, h = rng.integers(14, 30, 2)
-        img[y0:y0 + h, x0:x0 + w] = (220, 60, 60)
-        Image.fromarray(img).save(root / 'images' / f'{i}.png')
-        (root / 'labels' / f'{i}.txt').write_text(
-            f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
-    (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
-    return root / 'data.yaml'
 
 
 class Spy:
@@ -66,7 +47,7 @@ def test_strip_optimizer_reads_the_runs_checkpoints_through_our_reader(tmp_path,
     monkeypatch.setattr(torch, 'load', torch_load)
     assert detect.main([
         'train', '--cfg', str(ROOT / 'recipes' / 'detect' / 'yolov8n-riformer_s12.yaml'), '--backbone', str(backbone),
-        f'data={tiny_data(tmp_path / "data")}', 'epochs=1', 'imgsz=64', 'batch=2', 'workers=0', 'device=cpu',
+        f'data={box_dataset(tmp_path / "data")}', 'epochs=1', 'imgsz=64', 'batch=2', 'workers=0', 'device=cpu',
         f'project={tmp_path / "runs"}', 'name=y8', 'exist_ok=True', 'plots=False']) == 0
     weights = tmp_path / 'runs' / 'y8' / 'weights'
     assert {'last.pt', 'best.pt'} <= set(reader.paths()), reader.paths()
