@@ -43,7 +43,8 @@ def vet_model(value: str):
     ultralytics' backend for that runtime, which reads it with nothing of ours in front: refused,
     as a URL is, before anything is opened."""
     from models import UsageError
-    if value.lower().startswith(('http:', 'https:', 'ftp:', 'rtsp:', 'gs:', 's3:')):
+    from models.handoff.safe_load import URL_PREFIXES
+    if value.lower().startswith(URL_PREFIXES):
         raise UsageError(f'model={value}: riformer-yolo opens local checkpoints only; download the file, '
                          f'then pass its path')
     path = Path(value)
