@@ -119,6 +119,10 @@ class OptimConfig:
     grad_accum: int = 1
     clip_grad: Optional[float] = None       # max grad norm; None = no clipping (paper)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    # Weight EMA (timm's ModelEmaV3, decay warmed up with the update count): the average is what
+    # is evaluated, kept as best and saved; the raw weights' top-1 is logged as val/raw_top1.
+    # null = no average (paper).
+    ema_decay: Optional[float] = None
 
 
 def _distill_config():
@@ -241,6 +245,9 @@ class Recipe:
             if reduction is not None and reduction not in FEATURE_REDUCTIONS:
                 raise RecipeError(f'distill.{name}.reduction {reduction!r}: use {" | ".join(FEATURE_REDUCTIONS)} '
                                   f'(or null for distill.feature_reduction)')
+        if self.optim.ema_decay is not None and not 0 < self.optim.ema_decay < 1:
+            raise RecipeError(f'optim.ema_decay {self.optim.ema_decay}: must be in (0, 1), e.g. 0.995 '
+                              f'(or null: no weight average)')
         if self.train.mixed_precision not in ('no', 'bf16', 'fp16'):
             raise RecipeError(f'train.mixed_precision {self.train.mixed_precision!r}: use no, bf16 or fp16')
         if self.train.threads is not None and self.train.threads < 1:

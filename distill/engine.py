@@ -18,9 +18,10 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_one_epoch(accelerator, student, criterion, loader, optimizer, scheduler, mixup, epoch,
-                    state: TrainState, train: TrainConfig, clip_grad: Optional[float]) -> Dict[str, float]:
+                    state: TrainState, train: TrainConfig, clip_grad: Optional[float], ema=None) -> Dict[str, float]:
     """One epoch of the recipe's `train` section (layout, epochs, progress, log_every), gradients
-    clipped at `clip_grad` (optim.clip_grad). Nothing here waits for the device per step: running
+    clipped at `clip_grad` (optim.clip_grad), the weight average `ema` (distill.ema) updated after
+    each optimizer update. Nothing here waits for the device per step: running
     sums, top-k counts and the finite-loss check stay on the device and are read at logging
     intervals and at the end."""
     student.train()
@@ -29,6 +30,7 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
     guard = FiniteGuard(accelerator.device)
     layout = torch.channels_last if train.channels_last else torch.contiguous_format
     start = time.perf_counter()
+    weights = accelerator.unwrap_model(student)
     progress = Progress(loader, epoch, train.epochs, enabled=accelerator.is_local_main_process and train.progress)
     for images, targets in progress:
         labels = targets
@@ -49,6 +51,8 @@ def train_one_epoch(accelerator, student, criterion, loader, optimizer, schedule
         if accelerator.sync_gradients:
             state.num_updates += 1
             scheduler.step_update(state.num_updates)
+            if ema is not None:
+                ema.update(weights, state.num_updates)
 
         # Running sums stay tensors: converting to Python numbers here would sync every step.
         for name, value in [('total', loss), *terms.items()]:

@@ -46,6 +46,7 @@ from distill.data import EpochSampler, build_datasets, build_mixup, loader_setti
 from distill.preflight import InputErrors, check_inputs  # noqa: E402
 from distill.threads import choose_threads  # noqa: E402
 from distill.engine import NonFiniteLoss, evaluate, train_one_epoch  # noqa: E402
+from distill.ema import StudentEma  # noqa: E402
 from distill.participation import GradientParticipation  # noqa: E402
 from distill.run_log import (  # noqa: E402
     FINISHED, epoch_line, epoch_scalars, mark_unfinished, schedule, write_run_description)
@@ -231,6 +232,7 @@ class Session:
     teacher: Any = None
     logit_teacher: Any = None
     student: Any = None
+    ema: Optional[StudentEma] = None                     # the weight average (optim.ema_decay)
     blocks: list = field(default_factory=list)           # the imitated blocks
     feature_names: dict = field(default_factory=dict)    # {term: modules}, what the recorders hook
     layout: Any = torch.contiguous_format
@@ -288,6 +290,8 @@ def build(recipe) -> Session:
     s.train_set, s.val_set, s.num_classes = build_datasets(recipe.data, cfg.seed, recipe.student.arch)
     s.teacher, s.logit_teacher = build_teachers(recipe, s.num_classes)
     s.student = build_student(recipe, s.num_classes, s.teacher)
+    # The average starts from the initial weights, copied before recorders hook the student.
+    s.ema = StudentEma(s.student, recipe.optim.ema_decay) if recipe.optim.ema_decay else None
     build_criterion(s)
     return s
 
@@ -366,6 +370,8 @@ def prepare_training(s: Session):
                           f'lower train.batch_size')
     s.student, s.optimizer, s.train_loader, s.val_loader = accelerator.prepare(
         s.student, optimizer, train_loader, val_loader)
+    if s.ema is not None:
+        s.ema.to(accelerator.device, s.layout)
     # The schedule runs in optimizer updates, counted as accelerate performs them (the prepared
     # loader's batches per process, accumulated), so it ends exactly at the last update for any
     # process count and accumulation; it is not prepared (accelerate would step it once per process).
@@ -403,7 +409,7 @@ def resume_or_start(s: Session):
         s.say(f'resume=true, but {out} holds no complete checkpoint: starting from scratch (epoch 1)')
     s.state.threads = torch.get_num_threads()
     if s.resume_from is not None:
-        s.state = load_checkpoint(accelerator, s.resume_from)
+        s.state = load_checkpoint(accelerator, s.resume_from, s.ema)
         s.state.threads = torch.get_num_threads()
         s.scheduler.step_update(s.state.num_updates)
         s.say(f'resumed from {s.resume_from} at epoch {s.state.epoch}')
@@ -469,7 +475,7 @@ def fit_epoch(s: Session, epoch: int, measure_balance: bool):
         state.balance.append(balance.record(rows, epoch))
     try:
         train_metrics = train_one_epoch(accelerator, s.student, s.criterion, s.train_loader, s.optimizer,
-                                        s.scheduler, s.mixup, epoch, state, cfg, recipe.optim.clip_grad)
+                                        s.scheduler, s.mixup, epoch, state, cfg, recipe.optim.clip_grad, s.ema)
     except NonFiniteLoss as e:
         where = f'last good checkpoint: {s.last_ckpt}' if s.last_ckpt else 'no checkpoint was written'
         raise NonFiniteLoss(f'{e}; run stopped, {where}') from None
@@ -484,7 +490,8 @@ def fit_epoch(s: Session, epoch: int, measure_balance: bool):
     accelerator.log(epoch_scalars(s.metrics, recipe.distill, epoch, last_lr), step=epoch + 1)     # x: epoch from 1
     s.say(epoch_line(epoch, cfg.epochs, s.metrics, s.criterion.active_terms(epoch)))
     if (epoch + 1) % cfg.checkpoint_every == 0 or last_epoch:
-        s.last_ckpt = save_checkpoint(accelerator, s.out, epoch + 1, state, cfg.keep_checkpoints, s.last_ckpt)
+        s.last_ckpt = save_checkpoint(accelerator, s.out, epoch + 1, state, cfg.keep_checkpoints, s.last_ckpt,
+                                      s.ema)
 
 
 def freeze_unreached(s: Session, epoch: int):
@@ -499,20 +506,30 @@ def freeze_unreached(s: Session, epoch: int):
 
 
 def evaluate_and_keep_best(s: Session):
-    """Validation metrics into the epoch's metrics; a new best top-1 writes best.safetensors."""
+    """Validation metrics into the epoch's metrics; a new best top-1 writes best.safetensors.
+    With a weight average, the average is the model evaluated and kept; the raw weights'
+    top-1/top-5 are logged beside it (val/raw_top1, val/raw_top5)."""
     accelerator, out = s.accelerator, s.out
-    s.metrics.update(evaluate(accelerator, s.student, s.val_loader, s.logit_teacher or s.teacher))
+    if s.ema is not None:
+        raw = evaluate(accelerator, s.student, s.val_loader)
+        s.metrics.update({'val/raw_top1': raw['val/top1'], 'val/raw_top5': raw['val/top5']})
+    s.metrics.update(evaluate(accelerator, kept_model(s), s.val_loader, s.logit_teacher or s.teacher))
     s.criterion.clear_records()
     if s.metrics['val/top1'] > s.state.best_top1:
         s.state.best_top1 = s.metrics['val/top1']
         write_on_main(accelerator, out / 'best.safetensors', lambda: save_student(
-            out / 'best.safetensors', accelerator.unwrap_model(s.student), s.recipe, s.metrics), s.last_ckpt)
+            out / 'best.safetensors', kept_model(s), s.recipe, s.metrics), s.last_ckpt)
+
+
+def kept_model(s: Session):
+    """The model a run evaluates and saves: the weight average where the recipe keeps one."""
+    return s.ema.module if s.ema is not None else s.accelerator.unwrap_model(s.student)
 
 
 def finish(s: Session) -> dict:
     """The final student and the summary written, the closing lines said; the final metrics."""
     recipe, out, accelerator, state = s.recipe, s.out, s.accelerator, s.state
-    final = accelerator.unwrap_model(s.student)
+    final = kept_model(s)
     write_on_main(accelerator, out / 'model.safetensors',
                   lambda: save_student(out / 'model.safetensors', final, recipe, s.metrics), s.last_ckpt)
     summary = {

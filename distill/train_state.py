@@ -184,9 +184,9 @@ def write_on_main(accelerator, path: Path, write, last_good: Optional[Path]):
 
 
 def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState, keep: int,
-                    last_good: Optional[Path] = None) -> Path:
-    """Accelerate state of all processes + our train state + the manifest, published
-    atomically. A write that fails on any process removes the unpublished folder and raises
+                    last_good: Optional[Path] = None, ema=None) -> Path:
+    """Accelerate state of all processes + our train state (+ the weight average `ema`, as
+    safetensors) + the manifest, published atomically. A write that fails on any process removes the unpublished folder and raises
     `WriteFailed` on every process, naming `last_good`."""
     root = out / 'checkpoints'
     name = f'epoch_{epoch:04d}'
@@ -194,7 +194,7 @@ def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState,
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    failure = attempt_write(f'checkpoint {final}', root, lambda: _write_process_state(accelerator, tmp))
+    failure = attempt_write(f'checkpoint {final}', root, lambda: _write_process_state(accelerator, tmp, ema))
     failure = agree_on_failure(accelerator, failure)
     if failure is None and accelerator.is_main_process:
         failure = attempt_write(f'checkpoint {final}', root, lambda: _publish(tmp, final, train_state))
@@ -209,8 +209,10 @@ def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState,
     return final
 
 
-def _write_process_state(accelerator, tmp: Path):
+def _write_process_state(accelerator, tmp: Path, ema=None):
     accelerator.save_state(str(tmp))
+    if ema is not None and accelerator.is_main_process:     # the same average on every process
+        ema.save(tmp)
     write_text_atomic(tmp / f'rng_{accelerator.process_index}.json', json.dumps(rng_state()))
 
 
@@ -263,10 +265,11 @@ def resume_checkpoint(accelerator, out: Path) -> Optional[Path]:
     return Path(chosen) if chosen else None
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainState:
+def load_checkpoint(accelerator, path: Path, ema=None) -> TrainState:
     """Restore the checkpoint in `path` (checked intact by `resume_checkpoint`): the JSON files
     are read (and typed) before accelerate loads its files, whose pickles it reads with
-    weights_only=True; a pickle naming anything else is one CheckpointError line."""
+    weights_only=True; a pickle naming anything else is one CheckpointError line. The weight
+    average `ema` (distill.ema) is restored from its safetensors file."""
     rng = path / f'rng_{accelerator.process_index}.json'
     if not rng.exists():
         raise RecipeError(f'{path}: no {rng.name}; it was written by another number of processes '
@@ -286,6 +289,8 @@ def load_checkpoint(accelerator, path: Path) -> TrainState:
         raise CheckpointError(f'{path}: a file of this checkpoint holds Python objects ({refused[:120]}), which '
                               f'are not loaded since they can run code; move this checkpoint away to resume from '
                               f'an older one') from None
+    if ema is not None:
+        ema.load(path)
     try:
         set_rng_state(rng_values)
     except (KeyError, TypeError, ValueError, RuntimeError):
