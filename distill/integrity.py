@@ -69,6 +69,16 @@ def read_small(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
+def read_tail(path: Path, limit: int) -> bytes:
+    """The last `limit` bytes of `path` when it is a regular file (a log the tools wrote and
+    quote from); OSError otherwise, checked before a byte is read."""
+    if not is_regular_file(path):
+        raise OSError(f'{path.name} is not a regular file')
+    with open(path, 'rb') as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+        return f.read(limit)
+
+
 def read_json(path) -> object:
     """The JSON value of a file the tools wrote and read back (a run's `summary.json`, the
     ablation's cached metrics): read by `read_small`, so a regular file of at most

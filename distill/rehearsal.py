@@ -248,14 +248,15 @@ def rehearse(recipe: Path, data: Path, work: Path, batch: int, steps: int, proce
         if session.returncode not in (0, -signal.SIGKILL) and not session.killed:
             report['error'] = f'{name} session failed with exit code {session.returncode}; see {session.log}'
             return report
+    from distill.integrity import read_json      # here: it imports torch, which --help must not
     a = work / 'a'
-    summary = json.loads((a / 'summary.json').read_text())
+    summary = read_json(a / 'summary.json')      # bounded: a regular file of at most 16 MB
     report['steps'] = epoch_split(summary['history'], steps)
     checkpoints = sorted((a / 'checkpoints').glob('epoch_*'))
     report['checkpoint_mb'] = {p.name: round(folder_bytes(p) / 2 ** 20, 1) for p in checkpoints}
     report['model_mb'] = round((a / 'model.safetensors').stat().st_size / 2 ** 20, 1)
     report['resume'] = same_weights(a / 'model.safetensors', work / 'b' / 'model.safetensors')
-    b_summary = json.loads((work / 'b' / 'summary.json').read_text())
+    b_summary = read_json(work / 'b' / 'summary.json')
     report['resume']['same_final_metrics'] = learned(summary['final']) == learned(b_summary['final'])
     # the resume is only tested when the killed session left epochs to train
     report['resume']['resumed_session_trained'] = bool(report['sessions']['resumed']['checkpoint_write_s'])

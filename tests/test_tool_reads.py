@@ -116,3 +116,30 @@ def test_teacher_table_table_only_says_it_in_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), result.stderr[-2000:]
     assert 'summary.json: not read' in lines[0]
+
+
+def test_a_failed_trainer_is_quoted_from_the_end_of_its_log(tmp_path, monkeypatch):
+    """run_trainer quotes a failed run's last `error:` line from the log's last 64 kB: a log of
+    100 MB (sparse) ahead of it costs no more than that; a log replaced by a FIFO or a link to
+    /dev/zero is not read (the exit code is quoted instead)."""
+    fail = tmp_path / 'fail.py'
+    fail.write_text("import sys\nprint('error: data.path /nowhere is not a folder')\nsys.exit(2)\n")
+    monkeypatch.setattr(runner, 'TRAIN_SCRIPT', fail)
+    log = tmp_path / 'train.log'
+    with open(log, 'wb') as f:
+        f.truncate(100 << 20)
+    assert runner.run_trainer([], log, 1) == 'error: data.path /nowhere is not a folder'
+
+    real_popen = subprocess.Popen
+
+    def swap_log(cmd, stdout, **kwargs):       # the log becomes something else while the run goes
+        proc = real_popen(cmd, stdout=stdout, **kwargs)
+        proc.wait()
+        Path(stdout.name).unlink()
+        make(kind, Path(stdout.name))
+        return proc
+    for kind in ('fifo', 'dev-zero'):
+        (tmp_path / kind).mkdir()
+        monkeypatch.setattr(runner.subprocess, 'Popen', swap_log)
+        assert runner.run_trainer([], tmp_path / kind / 'train.log', 1) == 'exit 2'
+        monkeypatch.setattr(runner.subprocess, 'Popen', real_popen)

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
-from ..integrity import read_json
+from ..integrity import read_json, read_tail
 from .config import AblationTeacher
 from .evaluator import Evaluator
 from .plan import Run
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / 'train.py'
+LOG_TAIL_BYTES = 64 << 10       # a failed run's last lines: its error line is among them
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
@@ -90,7 +91,10 @@ def run_trainer(args: List[str], log_path: Path, threads: int) -> Optional[str]:
             with _children_lock:
                 _children.discard(proc)
     if proc.returncode != 0:
-        lines = log_path.read_text().strip().splitlines()
+        try:      # the log's end (what the trainer said last), however long the log grew
+            lines = read_tail(log_path, LOG_TAIL_BYTES).decode(errors='replace').strip().splitlines()
+        except OSError:
+            lines = []
         errors = [line for line in lines if line.startswith('error:')]
         return (errors or lines or [f'exit {proc.returncode}'])[-1][:200]
     return None
