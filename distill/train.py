@@ -511,7 +511,10 @@ def evaluate_and_keep_best(s: Session):
     top-1/top-5 are logged beside it (val/raw_top1, val/raw_top5)."""
     accelerator, out = s.accelerator, s.out
     if s.ema is not None:
-        raw = evaluate(accelerator, s.student, s.val_loader)
+        # A pass over the val loader draws its iterator's seed from torch's generator: restored,
+        # so that the training's randomness stays that of a run without the average.
+        with balance.preserved_rng(accelerator.device):
+            raw = evaluate(accelerator, s.student, s.val_loader)
         s.metrics.update({'val/raw_top1': raw['val/top1'], 'val/raw_top5': raw['val/top5']})
     s.metrics.update(evaluate(accelerator, kept_model(s), s.val_loader, s.logit_teacher or s.teacher))
     s.criterion.clear_records()

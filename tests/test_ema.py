@@ -86,7 +86,7 @@ def test_bad_decay_is_one_line(tmp_path, capsys):
 def _cmd(out, *extra):
     return [sys.executable, str(ROOT / 'distill' / 'train.py'), str(DIGITS / 'plain.yaml'), *FAST_TRAIN,
             'train.epochs=2', 'train.checkpoint_every=1', 'train.keep_checkpoints=2', 'optim.ema_decay=0.95',
-            'optim.warmup_epochs=0', f'train.output_dir={out}', *extra]
+            'optim.warmup_epochs=0', 'train.threads=1', f'train.output_dir={out}', *extra]
 
 
 @pytest.mark.slow
@@ -113,3 +113,19 @@ def test_trainer_keeps_the_average_and_resumes_it_exactly(tmp_path):
     assert 'resumed from' in resumed.stdout
     again = load_file(str(cut / 'model.safetensors'))
     assert all(torch.equal(saved[k], again[k]) for k in saved)
+
+
+@pytest.mark.slow
+def test_the_average_leaves_the_training_untouched(tmp_path):
+    """The raw weights of a run with the average are those of the same run without it: the
+    average draws no randomness and changes no step."""
+    base = [a for a in _cmd(tmp_path / 'plain') if a != 'optim.ema_decay=0.95']
+    plain = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    averaged = subprocess.run(_cmd(tmp_path / 'ema'), capture_output=True, text=True, timeout=600)
+    assert averaged.returncode == 0, averaged.stderr[-2000:]
+    a = load_file(str(tmp_path / 'plain' / 'checkpoints' / 'epoch_0002' / 'model.safetensors'))
+    b = load_file(str(tmp_path / 'ema' / 'checkpoints' / 'epoch_0002' / 'model.safetensors'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    top1 = [json.loads((tmp_path / r / 'summary.json').read_text())['final'] for r in ('plain', 'ema')]
+    assert top1[0]['val/top1'] == top1[1]['val/raw_top1']
