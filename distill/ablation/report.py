@@ -93,22 +93,29 @@ def question_lines(compared) -> List[str]:
     return [''] + [f'- {c.name}: {c.question}' for c in questions] if questions else []
 
 
-def two_level_lines(compared) -> List[str]:
-    lines = ['', 'Comparisons with teachers as the unit of replication: a - b is the mean over teachers of each '
-                 "teacher's mean difference; 95 % interval from a two-level bootstrap (10,000 resamples: teachers, "
-                 'then students within each teacher); between = s.d. over teachers of the per-teacher '
-                 'difference, within = pooled s.d. of students around their teacher\'s mean.', '',
-             '| comparison | metric | a | b | mean a | mean b | a - b | 95 % CI (two-level) | between | within | answer |',
-             '|---|---|---|---|---:|---:|---:|---|---:|---:|---|']
+def _comparison_table(compared, intro: str, header: str, align: str, cells) -> List[str]:
+    """One row per comparison: its name, metric and arms, then `cells(difference)` (None: fewer
+    than 2 runs a side); the questions below."""
+    lines = ['', intro, '', f'| comparison | metric | a | b | {header} |', f'|---|---|---|---|{align}']
     for item in compared:
-        c, d = item['comparison'], item['difference']
-        if d is None:
-            lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | - | - | - | - | - | - | {answer(d)} |')
-            continue
-        lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
-                     f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | {_fmt(d.between_sd)} | '
-                     f'{_fmt(d.within_sd)} | {answer(d)} |')
+        c = item['comparison']
+        lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {cells(item["difference"])} |')
     return lines + question_lines(compared)
+
+
+def two_level_lines(compared) -> List[str]:
+    def cells(d):
+        if d is None:
+            return f'- | - | - | - | - | - | {answer(d)}'
+        return (f'{d.mean_a:.2f} | {d.mean_b:.2f} | {_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | '
+                f'{_fmt(d.between_sd)} | {_fmt(d.within_sd)} | {answer(d)}')
+    return _comparison_table(
+        compared, 'Comparisons with teachers as the unit of replication: a - b is the mean over teachers of each '
+                  "teacher's mean difference; 95 % interval from a two-level bootstrap (10,000 resamples: teachers, "
+                  'then students within each teacher); between = s.d. over teachers of the per-teacher '
+                  'difference, within = pooled s.d. of students around their teacher\'s mean.',
+        'mean a | mean b | a - b | 95 % CI (two-level) | between | within | answer', '---:|---:|---:|---|---:|---:|---|',
+        cells)
 
 
 def teacher_lines(runs: List[Run], rows) -> List[str]:
@@ -149,20 +156,17 @@ def _signed(v, digits=2):
 
 
 def comparison_lines(compared) -> List[str]:
-    lines = ['', 'Comparisons: difference of the means over seeds (a - b), 95 % confidence intervals by '
-                 "Welch's t (unequal variances, seeds unpaired) and by bootstrap (10,000 resamples of each "
-                 "side's seeds); resolved = the Welch interval excludes 0.", '',
-             '| comparison | metric | a | b | mean a | mean b | a - b | 95 % CI (Welch) | 95 % CI (bootstrap) | resolved |',
-             '|---|---|---|---|---:|---:|---:|---|---|---|']
-    for item in compared:
-        c, d = item['comparison'], item['difference']
+    def cells(d):
         if d is None:
-            lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | - | - | - | fewer than 2 runs a side | - | - |')
-            continue
-        lines.append(f'| {c.name} | {c.metric} | {c.a} | {c.b} | {d.mean_a:.2f} | {d.mean_b:.2f} | '
-                     f'{_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | '
-                     f'[{_signed(d.boot_low)}, {_signed(d.boot_high)}] | {"yes" if d.resolved else "no"} |')
-    return lines + question_lines(compared)
+            return '- | - | - | fewer than 2 runs a side | - | -'
+        return (f'{d.mean_a:.2f} | {d.mean_b:.2f} | {_signed(d.diff)} | [{_signed(d.low)}, {_signed(d.high)}] | '
+                f'[{_signed(d.boot_low)}, {_signed(d.boot_high)}] | {"yes" if d.resolved else "no"}')
+    return _comparison_table(
+        compared, 'Comparisons: difference of the means over seeds (a - b), 95 % confidence intervals by '
+                  "Welch's t (unequal variances, seeds unpaired) and by bootstrap (10,000 resamples of each "
+                  "side's seeds); resolved = the Welch interval excludes 0.",
+        'mean a | mean b | a - b | 95 % CI (Welch) | 95 % CI (bootstrap) | resolved', '---:|---:|---:|---|---|---|',
+        cells)
 
 
 def erf_lines(rows, config) -> List[str]:
