@@ -283,9 +283,17 @@ def test_teacher_table_reads_runs_against_the_declared_numbers(tmp_path):
     for run in runs:
         curve = curves[(run.arm.name, run.threads)][run.arm.thread_seeds.index(run.seed) if run.threads == 2 else run.seed]
         run.dir.mkdir(parents=True)
+        # the stable arm's runs keep a weight average: their raw weights' top-1 trails it by 1 + epoch / 10
+        raw = {'val/raw_top1': 0.} if run.arm.name == 'stable' else {}
         (run.dir / 'summary.json').write_text(json.dumps({
-            'history': [{'epoch': e + 1, 'val/top1': v} for e, v in enumerate(curve)], 'train_seconds': 60.0}))
+            'history': [{'epoch': e + 1, 'val/top1': v, **{k: v - 1 - e / 10 for k in raw}} for e, v in enumerate(curve)],
+            'train_seconds': 60.0}))
     text = table(config, runs)
+    averaged = [line for line in text.splitlines() if line.count('|') == 9 and line.startswith('| ')
+                and '/' not in line and 'arm' not in line]      # not the arms' summary rows (3/3), nor headers
+    assert len(averaged) == 4 and all(line.startswith('| stable | ') for line in averaged)
+    # seed 0: final 93.6, raw 93.6 - 1.5 = 92.1; gains +0.40 (average) and +0.10 (raw: 92.1 - 92.0)
+    assert averaged[0] == '| stable | 0 | 1 | 93.60 | 92.10 | +1.50 | +0.40 | +0.10 |'
     stable = next(line for line in text.splitlines() if line.startswith('| stable | 3/3 |'))
     assert stable.endswith('| 0.30 | +0.40 | meets all 3 |')
     lottery = next(line for line in text.splitlines() if line.startswith('| lottery | 3/3 |'))

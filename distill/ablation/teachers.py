@@ -118,8 +118,31 @@ def read(run: TeacherRun, last_epochs: int) -> Optional[dict]:
     summary = read_json(run.dir / 'summary.json')     # a regular file of at most 16 MB, else one line
     curve = [h['val/top1'] for h in summary['history'] if h.get('val/top1') is not None]
     earlier = curve[-1 - last_epochs] if len(curve) > last_epochs else None
+    # a run with a weight average (optim.ema_decay) evaluates the average; its raw weights beside it
+    raw = [h['val/raw_top1'] for h in summary['history'] if h.get('val/raw_top1') is not None]
     return {'final': curve[-1], 'earlier': earlier, 'best': max(curve), 'epochs': len(curve),
-            'seconds': summary.get('train_seconds')}
+            'seconds': summary.get('train_seconds'), 'raw_final': raw[-1] if raw else None,
+            'raw_earlier': raw[-1 - last_epochs] if len(raw) > last_epochs else None}
+
+
+def average_lines(runs: List[TeacherRun], results: dict, last_epochs: int) -> List[str]:
+    """For the runs with a weight average: the average's final top-1 and last gain next to the
+    raw weights' of the same run (the same training: the average changes no step)."""
+    rows = []
+    for run in runs:
+        r = results.get((run.arm.name, run.seed, run.threads))
+        if r is None or r['raw_final'] is None:
+            continue
+        gains = ['-' if before is None else f'{final - before:+.2f}'
+                 for final, before in ((r['final'], r['earlier']), (r['raw_final'], r['raw_earlier']))]
+        rows.append(f'| {run.arm.name} | {run.seed} | {run.threads} | {r["final"]:.2f} | {r["raw_final"]:.2f} | '
+                    f'{r["final"] - r["raw_final"]:+.2f} | {gains[0]} | {gains[1]} |')
+    if not rows:
+        return []
+    return ['', 'Runs with a weight average (optim.ema_decay): the average (what the run evaluates and saves) '
+                'next to the raw weights of the same run.', '',
+            f'| arm | seed | threads | average | raw | average - raw | average gain, last {last_epochs} | '
+            f'raw gain, last {last_epochs} |', '|---|---:|---:|---:|---:|---:|---:|---:|', *rows]
 
 
 def table(config: TeacherTableConfig, runs: List[TeacherRun]) -> str:
@@ -139,6 +162,7 @@ def table(config: TeacherTableConfig, runs: List[TeacherRun]) -> str:
         gain = '-' if r['earlier'] is None else f'{r["final"] - r["earlier"]:+.2f}'
         lines.append(f'| {run.arm.name} | {run.seed} | {run.threads} | {r["final"]:.2f} | {r["best"]:.2f} | {gain} | '
                      f'{r["seconds"]:.0f} |')
+    lines += average_lines(runs, results, acc.last_epochs)
     lines += ['', '| arm | seeds | mean | s.d. | range | largest thread gap | largest last gain | verdict |',
               '|---|---:|---:|---:|---|---:|---:|---|']
     for arm in config.arms:
