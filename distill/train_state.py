@@ -186,8 +186,8 @@ def write_on_main(accelerator, path: Path, write, last_good: Optional[Path]):
 def save_checkpoint(accelerator, out: Path, epoch: int, train_state: TrainState, keep: int,
                     last_good: Optional[Path] = None, ema=None) -> Path:
     """Accelerate state of all processes + our train state (+ the weight average `ema`, as
-    safetensors) + the manifest, published atomically. A write that fails on any process removes the unpublished folder and raises
-    `WriteFailed` on every process, naming `last_good`."""
+    safetensors) + the manifest, published atomically. A write that fails on any process
+    removes the unpublished folder and raises `WriteFailed` on every process, naming `last_good`."""
     root = out / 'checkpoints'
     name = f'epoch_{epoch:04d}'
     tmp, final = root / f'.tmp-{name}', root / name
