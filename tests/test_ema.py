@@ -1,6 +1,7 @@
 """The weight average (optim.ema_decay): its arithmetic, no recorder hooks on the copy, the
 average evaluated and saved in the student's place, and an exact resume."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -129,3 +130,29 @@ def test_the_average_leaves_the_training_untouched(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     top1 = [json.loads((tmp_path / r / 'summary.json').read_text())['final'] for r in ('plain', 'ema')]
     assert top1[0]['val/top1'] == top1[1]['val/raw_top1']
+
+
+@pytest.mark.slow
+def test_two_processes_keep_one_average_and_resume_it_exactly(tmp_path):
+    """Under two processes every process updates the same average (DDP keeps the weights equal);
+    the main process saves it, every process loads it: a run resumed from its epoch-1
+    checkpoint ends with the average of the uninterrupted run."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+    def launch(out, port, *extra):
+        return [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2',
+                '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
+                '--main_process_port', str(port), *_cmd(out, *extra)[1:]]
+    full = subprocess.run(launch(tmp_path / 'full', 29531), capture_output=True, text=True, env=env, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert json.loads((tmp_path / 'full' / 'summary.json').read_text())['processes'] == 2
+    cut = tmp_path / 'cut'
+    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'epoch_0001', cut / 'checkpoints' / 'epoch_0001')
+    (cut / 'checkpoints' / 'latest').write_text('epoch_0001')
+    recipe = yaml.safe_load((tmp_path / 'full' / 'recipe.yaml').read_text())
+    recipe['train']['output_dir'] = str(cut)
+    (cut / 'recipe.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False))
+    resumed = subprocess.run(launch(cut, 29532, 'resume=true'), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = load_file(str(tmp_path / 'full' / 'model.safetensors')), load_file(str(cut / 'model.safetensors'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
