@@ -134,3 +134,17 @@ def box_dataset(root, seed: int = 0, background: int = 40, colour=(220, 60, 60))
             f'0 {(x0 + w / 2) / 64:.4f} {(y0 + h / 2) / 64:.4f} {w / 64:.4f} {h / 64:.4f}\n')
     (root / 'data.yaml').write_text(f'path: {root}\ntrain: images\nval: images\nnames:\n  0: box\n')
     return root / 'data.yaml'
+
+
+def run_cut_at(full, cut, epoch: int = 1):
+    """The run directory a kill after `epoch` leaves: `full`'s checkpoint of that epoch, its
+    `latest` pointer and its recipe (output_dir pointed at `cut`), to resume in `cut`."""
+    import shutil
+    import yaml
+    name = f'epoch_{epoch:04d}'
+    shutil.copytree(full / 'checkpoints' / name, cut / 'checkpoints' / name)
+    (cut / 'checkpoints' / 'latest').write_text(name)
+    recipe = yaml.safe_load((full / 'recipe.yaml').read_text())
+    recipe['train']['output_dir'] = str(cut)
+    (cut / 'recipe.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return cut

@@ -2,20 +2,18 @@
 average evaluated and saved in the student's place, and an exact resume."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from distill import train as train_mod
 from distill.ema import EMA_FILE, WARMUP_POWER, StudentEma
 from models.errors import CheckpointError
-from helpers import FAST_TRAIN
+from helpers import FAST_TRAIN, run_cut_at
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / 'recipes' / 'digits'
@@ -103,12 +101,7 @@ def test_trainer_keeps_the_average_and_resumes_it_exactly(tmp_path):
     assert saved.keys() == average.keys() and all(torch.equal(saved[k], average[k]) for k in saved)
     assert any(not torch.equal(saved[k], raw[k]) for k in saved if k in raw and saved[k].is_floating_point())
     # A run resumed from the epoch-1 checkpoint (as a killed run leaves it) ends with the same average.
-    cut = tmp_path / 'cut'
-    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'epoch_0001', cut / 'checkpoints' / 'epoch_0001')
-    (cut / 'checkpoints' / 'latest').write_text('epoch_0001')
-    recipe = yaml.safe_load((tmp_path / 'full' / 'recipe.yaml').read_text())
-    recipe['train']['output_dir'] = str(cut)
-    (cut / 'recipe.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cut = run_cut_at(tmp_path / 'full', tmp_path / 'cut')
     resumed = subprocess.run(_cmd(cut, 'resume=true'), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert 'resumed from' in resumed.stdout
@@ -146,12 +139,7 @@ def test_two_processes_keep_one_average_and_resume_it_exactly(tmp_path):
     full = subprocess.run(launch(tmp_path / 'full', 29531), capture_output=True, text=True, env=env, timeout=600)
     assert full.returncode == 0, full.stderr[-2000:]
     assert json.loads((tmp_path / 'full' / 'summary.json').read_text())['processes'] == 2
-    cut = tmp_path / 'cut'
-    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'epoch_0001', cut / 'checkpoints' / 'epoch_0001')
-    (cut / 'checkpoints' / 'latest').write_text('epoch_0001')
-    recipe = yaml.safe_load((tmp_path / 'full' / 'recipe.yaml').read_text())
-    recipe['train']['output_dir'] = str(cut)
-    (cut / 'recipe.yaml').write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cut = run_cut_at(tmp_path / 'full', tmp_path / 'cut')
     resumed = subprocess.run(launch(cut, 29532, 'resume=true'), capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = load_file(str(tmp_path / 'full' / 'model.safetensors')), load_file(str(cut / 'model.safetensors'))

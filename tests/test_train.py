@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import models
 from distill import train as train_mod
 from distill.criterion import DistillationCriterion
-from helpers import FAST_TRAIN
+from helpers import FAST_TRAIN, run_cut_at
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / 'recipes' / 'digits'
@@ -170,18 +170,10 @@ def test_two_processes_resume_is_exact(tmp_path):
     process: a two-process run resumed from its epoch-1 checkpoint ends with the same weights
     as the uninterrupted run (the checkpoint is copied into a fresh run directory, as a killed
     run would have left it)."""
-    import shutil
-
-    import yaml
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     full = subprocess.run(_launch_two(tmp_path / 'full', 29521), capture_output=True, text=True, env=env, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
-    cut = tmp_path / 'cut'
-    shutil.copytree(tmp_path / 'full' / 'checkpoints' / 'epoch_0001', cut / 'checkpoints' / 'epoch_0001')
-    (cut / 'checkpoints' / 'latest').write_text('epoch_0001')
-    saved = yaml.safe_load((tmp_path / 'full' / 'recipe.yaml').read_text())
-    saved['train']['output_dir'] = str(cut)
-    (cut / 'recipe.yaml').write_text(yaml.safe_dump(saved, sort_keys=False))
+    cut = run_cut_at(tmp_path / 'full', tmp_path / 'cut')
     resumed = subprocess.run(_launch_two(cut, 29522, 'resume=true'), capture_output=True, text=True, env=env,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
