@@ -14,6 +14,8 @@ features (distill/similarity.py).
     runner.py     training subprocesses (resumable; finished runs are skipped), results
     evaluator.py  a finished student against the teacher
     stats.py      differences between variants with 95 % confidence intervals
+    compare.py    the declared comparisons over runs (two-level with several teachers) and their reading
+    decision.py   the declared decision rule and the confirmation draw's check (decision.json)
     report.py     ablation.md, summary.csv, runs.csv, comparisons.csv, ablation.png, erf.png
 """
 from .config import AblateError, AblationConfig, AblationTeacher, Setting, Variant, load_ablation_config

@@ -79,6 +79,27 @@ METRICS = ('top1', 'agreement', 'erf_rms_radius', 'erf_area50')
 
 
 @dataclass
+class Decision:
+    """The rule that turns the comparisons into an answer, declared with them: the recommendation
+    is the candidate (a run name) with the highest mean `metric`, "with confidence" when its
+    interval against each other candidate lies above 0. `confirms`: the output folder of the study
+    this draw confirms (its decision.json); confirmed when every comparison answered there is
+    answered the same way here and the recommendation is the same."""
+    candidates: List[str] = field(default_factory=list)
+    metric: str = 'top1'
+    confirms: Optional[str] = None
+
+    def validate(self, names: List[str]):
+        if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
+            raise AblateError(f'decision.candidates: expected at least 2 distinct run names, got {self.candidates}')
+        bad = [n for n in self.candidates if n not in names]
+        if bad:
+            raise AblateError(f'decision.candidates: unknown run(s) {bad}; runs: {", ".join(names)}')
+        if self.metric not in ('top1', 'agreement'):       # "highest is best" holds for these
+            raise AblateError(f'decision.metric {self.metric!r}: use top1 or agreement')
+
+
+@dataclass
 class AblationConfig:
     teacher: Optional[AblationTeacher] = None
     variants: List[Variant] = field(default_factory=list)
@@ -88,6 +109,7 @@ class AblationConfig:
     output_dir: str = 'runs/ablation'
     comparisons: List[Comparison] = field(default_factory=list)
     erf: Optional[ERFConfig] = None
+    decision: Optional[Decision] = None
 
     def run_names(self) -> List[str]:
         """VARIANT for the first setting, VARIANT@SETTING for the others (as plan names runs)."""
@@ -147,6 +169,8 @@ class AblationConfig:
                 raise AblateError(f'comparison {c.name!r}: metric {c.metric!r}; use one of {", ".join(METRICS)}')
             if c.metric.startswith('erf') and self.erf is None:
                 raise AblateError(f'comparison {c.name!r}: metric {c.metric} needs an erf section')
+        if self.decision is not None:
+            self.decision.validate(names)
         if self.erf is not None:
             if self.erf.images < 1:
                 raise AblateError(f'erf.images must be at least 1, got {self.erf.images}')

@@ -1,5 +1,6 @@
 """An ablation's results: mean and sample std over seeds per (setting, variant), the declared
-comparisons with 95 % confidence intervals (stats.py), written as ablation.md, summary.csv,
+comparisons with 95 % confidence intervals (compare.py) and the declared decision (decision.py:
+decision.json), written as ablation.md, summary.csv,
 runs.csv, comparisons.csv, ablation.png (top-1, curves with bands over seeds, feature
 similarity), comparisons.png (differences with their intervals) and erf.png (effective
 receptive fields)."""
@@ -9,8 +10,10 @@ import math
 from pathlib import Path
 from typing import List
 
+from . import decision as rule
+from .compare import answer, by_teacher, compare_runs, several_teachers
 from .plan import Run
-from .stats import TwoLevelDifference, difference, teacher_spread, two_level
+from .stats import TwoLevelDifference, teacher_spread
 
 
 def mean_std(values):
@@ -54,37 +57,6 @@ def _mean_curve(curves):
             by_epoch.setdefault(epoch, []).append(value)
     stats = [(e, *mean_std(v)) for e, v in sorted(by_epoch.items())]
     return [(e, m) for e, m, _ in stats], [(e, sd or 0.) for e, _, sd in stats]
-
-
-def by_teacher(runs: List[Run], name: str, metric: str) -> dict:
-    """{teacher seed: [metric of each student]} of run `name`'s successful runs."""
-    groups = {}
-    for run in runs:
-        if run.name == name and run.result.get('status') != 'failed':
-            groups.setdefault(run.teacher_seed, []).append(run.result.get(metric))
-    return groups
-
-
-def compare_runs(runs: List[Run], comparisons) -> List[dict]:
-    """Each declared comparison: mean(a) - mean(b) of its metric, with 95 % intervals: over seeds
-    (Welch and bootstrap), or, when the runs have several teachers, over teachers and the
-    students within them (stats.two_level)."""
-    several = len({run.teacher_seed for run in runs}) > 1
-    out = []
-    for c in comparisons:
-        a, b = by_teacher(runs, c.a, c.metric), by_teacher(runs, c.b, c.metric)
-        if several:
-            out.append({'comparison': c, 'difference': two_level(a, b)})
-        else:
-            out.append({'comparison': c, 'difference': difference(sum(a.values(), []), sum(b.values(), []))})
-    return out
-
-
-def answer(d) -> str:
-    """The declared reading of an interval: which side is better, or that none is shown."""
-    if d is None:
-        return 'fewer than 2 runs a side'
-    return 'a better' if d.low > 0 else 'b better' if d.high < 0 else 'no difference shown'
 
 
 def question_lines(compared) -> List[str]:
@@ -185,7 +157,7 @@ def erf_lines(rows, config) -> List[str]:
     return lines
 
 
-def markdown(rows, config, runs, command, compared=()) -> str:
+def markdown(rows, config, runs, command, compared=(), decision_lines=()) -> str:
     teacher = next((r['teacher_top1'] for r in rows if r['teacher_top1'] is not None), None)
     blocks = next((r['blocks'] for r in rows if r['blocks']), [])
     lines = [
@@ -206,11 +178,12 @@ def markdown(rows, config, runs, command, compared=()) -> str:
         lines.append(f'| {r["setting"]} | {variant} | {r["eval"]} | {n} | {_fmt(r["top1"], r["top1_std"])} | '
                      f'{_fmt(r["agreement"], r["agreement_std"])} | {_joined(r["cka"], 3)} | '
                      f'{_joined(r["nmse"], 3)} | {_fmt(r["train_s"], digits=0)} |')
-    several = len({run.teacher_seed for run in runs}) > 1
+    several = several_teachers(runs)
     if several:
         lines += teacher_lines(runs, rows)
     if compared:
         lines += two_level_lines(compared) if several else comparison_lines(compared)
+    lines += list(decision_lines)
     if config.erf is not None:
         lines += erf_lines(rows, config)
     lines += ['', 'Variants:', '']
@@ -455,7 +428,13 @@ def write_two_level_csv(path: Path, compared):
 def report(out: Path, runs, config, command):
     rows = aggregate(runs)
     compared = compare_runs(runs, config.comparisons)
-    (out / 'ablation.md').write_text(markdown(rows, config, runs, command, compared))
+    decision_lines = []
+    if config.decision is not None:
+        outcome = rule.decide(runs, config.decision, several_teachers(runs))
+        confirmation = rule.confirm(outcome, compared, config.decision.confirms) if config.decision.confirms else None
+        rule.write(out / 'decision.json', outcome, compared, confirmation)
+        decision_lines = rule.lines(outcome, confirmation)
+    (out / 'ablation.md').write_text(markdown(rows, config, runs, command, compared, decision_lines))
     write_csvs(out, rows, runs)
     plot(out / 'ablation.png', rows)
     if compared:
