@@ -84,6 +84,11 @@ def test_confirmation_reads_the_study_decision(tmp_path):
     _, decision, md = run_report(confirm, tmp_path / 'confirm', levels)
     assert decision['confirmation']['checked'] is False and 'not checked' in md and 'run the study first' in md
 
+    (tmp_path / 'study').mkdir()
+    (tmp_path / 'study' / 'decision.json').write_text('[1, 2]')           # not the report's: not read as one
+    _, decision, md = run_report(confirm, tmp_path / 'confirm', levels)
+    assert decision['confirmation']['checked'] is False and 'not a decision the report wrote' in md
+
     run_report(study, tmp_path / 'study', levels)
     _, decision, md = run_report(confirm, tmp_path / 'confirm', {**levels, 'imitation': 92.5})
     assert decision['confirmation']['confirmed'] is True and '**confirmed** against' in md

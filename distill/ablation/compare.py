@@ -1,7 +1,6 @@
 """Differences between runs of an ablation, read the declared way: mean(a) - mean(b) of a metric
 with a 95 % interval, over seeds (Welch and bootstrap) or, when the runs have several teachers,
 over teachers and the students within them (stats.two_level)."""
-import math
 from typing import List
 
 from .plan import Run
@@ -19,17 +18,6 @@ def by_teacher(runs: List[Run], name: str, metric: str) -> dict:
 
 def several_teachers(runs: List[Run]) -> bool:
     return len({run.teacher_seed for run in runs}) > 1
-
-
-def mean_over_teachers(runs: List[Run], name: str, metric: str):
-    """The mean over teachers of each teacher's mean (the plain mean with one teacher); None
-    without a finished value."""
-    means = []
-    for values in by_teacher(runs, name, metric).values():
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        if values:
-            means.append(sum(values) / len(values))
-    return sum(means) / len(means) if means else None
 
 
 def difference_between(runs: List[Run], a: str, b: str, metric: str, several: bool):

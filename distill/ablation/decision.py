@@ -16,27 +16,28 @@ from typing import List, Optional
 
 from ..errors import RecipeError
 from ..integrity import read_json
-from .compare import answer, difference_between, mean_over_teachers
+from .compare import answer, by_teacher, difference_between
+from .stats import mean_of_teachers
 
 ANSWERED = ('a better', 'b better')
 
 
 def decide(runs, decision, several: bool) -> dict:
     """The recommendation among `decision.candidates` and its interval against each other one."""
-    means = {name: mean_over_teachers(runs, name, decision.metric) for name in decision.candidates}
+    means = {name: mean_of_teachers(by_teacher(runs, name, decision.metric)) for name in decision.candidates}
+    outcome = {'metric': decision.metric, 'means': means, 'recommendation': None, 'with_confidence': False,
+               'against': []}
     ranked = [n for n in decision.candidates if means[n] is not None]
     if not ranked:
-        return {'metric': decision.metric, 'means': means, 'recommendation': None, 'with_confidence': False,
-                'against': []}
+        return outcome
     best = max(ranked, key=lambda n: means[n])
-    against = []
     for other in (n for n in decision.candidates if n != best):
         d = difference_between(runs, best, other, decision.metric, several)
-        against.append({'candidate': other, 'diff': d.diff if d else None, 'low': d.low if d else None,
-                        'high': d.high if d else None})
-    confident = all(a['low'] is not None and a['low'] > 0 for a in against)
-    return {'metric': decision.metric, 'means': means, 'recommendation': best, 'with_confidence': confident,
-            'against': against}
+        outcome['against'].append({'candidate': other, 'diff': d and d.diff, 'low': d and d.low,
+                                   'high': d and d.high})
+    outcome.update(recommendation=best,
+                   with_confidence=all(a['low'] is not None and a['low'] > 0 for a in outcome['against']))
+    return outcome
 
 
 def answers(compared) -> dict:
@@ -53,15 +54,17 @@ def confirm(outcome: dict, compared, reference: Path) -> dict:
     except RecipeError as e:
         return {'reference': str(reference), 'checked': False,
                 'reason': f'{e}: run the study first, then this command again (finished runs are reused)'}
+    if not isinstance(study, dict) or not isinstance(study.get('answers'), dict):
+        return {'reference': str(reference), 'checked': False,
+                'reason': f'{path}: not a decision the report wrote; rerun the study to write it again'}
+    answered = sorted(n for n, a in study['answers'].items() if a in ANSWERED)
     here = answers(compared)
-    differ = [f'{name}: {want} there, {here.get(name, "not compared")} here'
-              for name, want in sorted(study.get('answers', {}).items())
-              if want in ANSWERED and here.get(name) != want]
-    same_choice = study.get('recommendation') == outcome['recommendation']
-    if not same_choice:
+    differ = [f'{name}: {study["answers"][name]} there, {here.get(name, "not compared")} here'
+              for name in answered if here.get(name) != study['answers'][name]]
+    if study.get('recommendation') != outcome['recommendation']:
         differ.append(f'recommendation: {study.get("recommendation")} there, {outcome["recommendation"]} here')
     return {'reference': str(reference), 'checked': True, 'confirmed': not differ, 'differ': differ,
-            'answered_there': sorted(n for n, a in study.get('answers', {}).items() if a in ANSWERED)}
+            'answered_there': answered}
 
 
 def write(path: Path, outcome: dict, compared, confirmation: Optional[dict]):

@@ -96,6 +96,13 @@ def _clean(groups):
     return out
 
 
+def mean_of_teachers(groups: Dict) -> Optional[float]:
+    """The mean over teachers of each teacher's mean ({teacher: [values of its students]}; the
+    plain mean with one teacher), missing values left out; None without a value."""
+    groups = _clean(groups)
+    return statistics.fmean(statistics.fmean(v) for v in groups.values()) if groups else None
+
+
 def _pooled_within_sd(*sides) -> float:
     squares, dof = 0., 0
     for groups in sides:
@@ -134,8 +141,7 @@ def two_level(a: Dict, b: Dict, level: float = 0.95, resamples: int = 10000,
         diffs.append(side_mean(a, ta) - side_mean(b, tb))
     diffs.sort()
     tail = (1 - level) / 2
-    mean_a = statistics.fmean(statistics.fmean(v) for v in a.values())
-    mean_b = statistics.fmean(statistics.fmean(v) for v in b.values())
+    mean_a, mean_b = mean_of_teachers(a), mean_of_teachers(b)
     per_teacher = [statistics.fmean(a[t]) - statistics.fmean(b[t]) for t in shared]
     return TwoLevelDifference(
         mean_a, mean_b, mean_a - mean_b, diffs[int(tail * (resamples - 1))],
